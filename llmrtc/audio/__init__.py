@@ -1,0 +1,1 @@
+"""Audio: Silero VAD, the speech segmenter, interruption detection and codecs."""

@@ -1,0 +1,1 @@
+"""Token service and the LiveKit-compatible development server."""

@@ -1,0 +1,1 @@
+"""LiveKit-compatible development server (embedded SFU for local runs and tests)."""

@@ -1,0 +1,114 @@
+"""Shared mapping from a vendor's HTTP status (and transport failures) to :mod:`llmrtc.errors`.
+
+Every provider module, whatever its SDK, ends up with an HTTP status, a message and maybe a ``Retry-After``
+header; :func:`error_from_status` turns those into the one right error class with ``retryable`` set right.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import logging
+import time
+
+from llmrtc.errors import (
+    AuthenticationError,
+    InvalidRequestError,
+    ProviderConnectionError,
+    ProviderError,
+    ProviderServerError,
+    ProviderTimeoutError,
+    RateLimitError,
+)
+
+log = logging.getLogger("llmrtc.providers")
+
+#: Statuses worth retrying besides 429 and 5xx: request timeout and conflict/lock contention.
+_RETRYABLE_4XX = {408, 409, 425}
+
+
+def parse_retry_after(value: str | float | int | None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` (or ``retry-after-ms``) header value.
+
+    Accepts delta-seconds (``"2"``, ``"1.5"``) and HTTP dates; returns ``None`` when absent or unparseable.
+    """
+    if value is None:
+        return None
+    if isinstance(value, (int, float)):
+        return max(0.0, float(value))
+    text = value.strip()
+    if not text:
+        return None
+    try:
+        return max(0.0, float(text))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(text)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when is None:
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def error_from_status(
+    provider: str,
+    status: int,
+    message: str,
+    retry_after_header: str | float | int | None = None,
+) -> ProviderError:
+    """The :class:`ProviderError` subclass for an HTTP ``status`` answered by ``provider``.
+
+    401/403 -> :class:`AuthenticationError` (never retried); 429 -> :class:`RateLimitError` with
+    ``retry_after`` from the header; 408 -> :class:`ProviderTimeoutError`; other 4xx ->
+    :class:`InvalidRequestError`; 5xx -> :class:`ProviderServerError` (retried, honouring ``Retry-After``).
+    """
+    msg = (message or "").strip() or f"HTTP {status}"
+    if len(msg) > 500:
+        msg = msg[:500] + "..."
+    retry_after = parse_retry_after(retry_after_header)
+    err: ProviderError
+    if status in (401, 403):
+        err = AuthenticationError(
+            f"authentication failed: {msg}", provider=provider, status_code=status, retryable=False
+        )
+    elif status == 429:
+        err = RateLimitError(
+            f"rate limited: {msg}", provider=provider, status_code=status, retry_after=retry_after
+        )
+    elif status == 408:
+        err = ProviderTimeoutError(f"request timed out: {msg}", provider=provider, status_code=status)
+    elif status >= 500:
+        err = ProviderServerError(
+            f"server error: {msg}", provider=provider, status_code=status, retry_after=retry_after
+        )
+    elif status in _RETRYABLE_4XX:
+        err = ProviderServerError(
+            msg, provider=provider, status_code=status, retryable=True, retry_after=retry_after
+        )
+    elif 400 <= status < 500:
+        err = InvalidRequestError(f"invalid request: {msg}", provider=provider, status_code=status)
+    else:
+        err = ProviderError(f"unexpected HTTP status: {msg}", provider=provider, status_code=status)
+    log.warning(
+        "provider error",
+        extra={"provider": provider, "status": status, "code": err.code, "retryable": err.retryable},
+    )
+    return err
+
+
+def connection_error(provider: str, exc: BaseException | str) -> ProviderConnectionError:
+    """A retryable :class:`ProviderConnectionError` for a failed or dropped connection."""
+    detail = exc if isinstance(exc, str) else (str(exc) or type(exc).__name__)
+    log.warning("provider connection failed", extra={"provider": provider, "detail": detail})
+    return ProviderConnectionError(f"connection failed: {detail}", provider=provider)
+
+
+def timeout_error(provider: str, timeout_s: float | None = None) -> ProviderTimeoutError:
+    """A retryable :class:`ProviderTimeoutError`."""
+    after = f" after {timeout_s:g}s" if timeout_s else ""
+    log.warning("provider timed out", extra={"provider": provider, "timeout_s": timeout_s})
+    return ProviderTimeoutError(f"request timed out{after}", provider=provider)
+
+
+__all__ = ["connection_error", "error_from_status", "parse_retry_after", "timeout_error"]

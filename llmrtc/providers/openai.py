@@ -1,0 +1,548 @@
+"""OpenAI: chat completions (streaming, tools, vision), transcription (whisper-1 and newer) and speech.
+
+Uses the official ``openai`` SDK with its own retries off (``max_retries=0``); retries, backoff and
+``Retry-After`` go through :mod:`llmrtc.providers.resilience`. Every SDK failure becomes an
+:mod:`llmrtc.errors` error with ``provider`` set.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import AsyncIterator, Mapping
+from typing import TYPE_CHECKING, Any
+
+from llmrtc.errors import CodecError, ConfigError, ProviderError, ProviderResponseError
+from llmrtc.providers._audio import pcm_chunks
+from llmrtc.providers._errors import connection_error, error_from_status, timeout_error
+from llmrtc.providers.base import (
+    LLMCapabilities,
+    LLMProvider,
+    STTProvider,
+    ToolCallAccumulator,
+    TTSCapabilities,
+    TTSProvider,
+)
+from llmrtc.providers.resilience import RetryPolicy, call_with_retries, stream_with_retries
+from llmrtc.types import (
+    LLMChunk,
+    LLMRequest,
+    LLMResult,
+    Message,
+    StopReason,
+    STTConfig,
+    STTResult,
+    ToolCallDelta,
+    ToolCallRequest,
+    ToolChoice,
+    ToolDefinition,
+    TTSChunk,
+    TTSConfig,
+    Usage,
+)
+
+if TYPE_CHECKING:
+    from openai import AsyncOpenAI
+
+log = logging.getLogger("llmrtc.providers.openai")
+
+DEFAULT_LLM_MODEL = "gpt-5.2"
+DEFAULT_STT_MODEL = "whisper-1"
+DEFAULT_TTS_MODEL = "tts-1"
+DEFAULT_TTS_VOICE = "nova"
+#: OpenAI's ``pcm`` speech format: 16-bit little-endian mono at 24 kHz.
+OPENAI_PCM_RATE = 24000
+
+_FINISH: dict[str, StopReason] = {
+    "stop": "end_turn",
+    "tool_calls": "tool_use",
+    "function_call": "tool_use",
+    "length": "max_tokens",
+    "content_filter": "end_turn",
+}
+_NAME_OK = re.compile(r"[^A-Za-z0-9_-]")
+
+
+# ---------------------------------------------------------------------------------------------- client & errors
+
+
+def make_client(
+    *,
+    api_key: str,
+    base_url: str | None,
+    timeout_s: float,
+    default_headers: Mapping[str, str] | None = None,
+    organization: str | None = None,
+) -> AsyncOpenAI:
+    """An ``AsyncOpenAI`` client with the SDK's own retries off."""
+    try:
+        from openai import AsyncOpenAI
+    except ImportError as exc:
+        raise ConfigError("the OpenAI providers need the openai SDK: pip install 'llmrtc[openai]'") from exc
+    return AsyncOpenAI(
+        api_key=api_key,
+        base_url=base_url,
+        organization=organization,
+        timeout=timeout_s,
+        max_retries=0,
+        default_headers=dict(default_headers) if default_headers else None,
+    )
+
+
+def map_openai_error(provider: str, exc: BaseException, timeout_s: float | None = None) -> ProviderError:
+    """The :mod:`llmrtc.errors` error for an exception raised by the openai SDK (or its transport)."""
+    import httpx2
+    import openai
+
+    if isinstance(exc, ProviderError):
+        return exc
+    if isinstance(exc, openai.APIStatusError):
+        headers = exc.response.headers
+        retry_after: str | float | None = headers.get("retry-after")
+        ms = headers.get("retry-after-ms")
+        if retry_after is None and ms is not None:
+            try:
+                retry_after = float(ms) / 1000.0
+            except ValueError:
+                retry_after = None
+        return error_from_status(provider, exc.status_code, _status_message(exc), retry_after)
+    if isinstance(exc, (openai.APITimeoutError, httpx2.TimeoutException)):
+        return timeout_error(provider, timeout_s)
+    if isinstance(exc, (openai.APIConnectionError, httpx2.TransportError, httpx2.StreamError)):
+        cause = exc.__cause__ or exc
+        return connection_error(provider, cause)
+    if isinstance(exc, (openai.APIResponseValidationError, ValueError)):
+        return ProviderResponseError(f"unexpected response: {exc}", provider=provider)
+    log.warning("unexpected openai SDK error", extra={"provider": provider, "error": type(exc).__name__})
+    return ProviderError(f"{type(exc).__name__}: {exc}", provider=provider)
+
+
+def _status_message(exc: Any) -> str:
+    body = getattr(exc, "body", None)
+    if isinstance(body, dict):
+        inner = body.get("error", body)
+        if isinstance(inner, dict) and inner.get("message"):
+            return str(inner["message"])
+        if isinstance(inner, str):
+            return inner
+    return str(getattr(exc, "message", "") or exc)
+
+
+def _sdk_errors() -> tuple[type[BaseException], ...]:
+    import httpx2
+    import openai
+
+    return (openai.OpenAIError, httpx2.HTTPError, httpx2.StreamError)
+
+
+# ---------------------------------------------------------------------------------------------- translation
+
+
+def to_openai_messages(messages: list[Message], *, speaker_names: bool = True) -> list[dict[str, Any]]:
+    """Messages in the chat-completions format (images as ``image_url`` data URLs)."""
+    out: list[dict[str, Any]] = []
+    for m in messages:
+        if m.role == "tool":
+            out.append({"role": "tool", "tool_call_id": m.tool_call_id or "", "content": m.content})
+            continue
+        entry: dict[str, Any] = {"role": m.role}
+        if m.attachments and m.role == "user":
+            parts: list[dict[str, Any]] = []
+            if m.content:
+                parts.append({"type": "text", "text": m.content})
+            for a in m.attachments:
+                parts.append({"type": "image_url", "image_url": {"url": a.data_url()}})
+            entry["content"] = parts
+        else:
+            entry["content"] = m.content
+        if m.role == "assistant" and m.tool_calls:
+            entry["content"] = m.content or None
+            entry["tool_calls"] = [
+                {
+                    "id": c.call_id,
+                    "type": "function",
+                    "function": {"name": c.name, "arguments": json.dumps(c.arguments)},
+                }
+                for c in m.tool_calls
+            ]
+        if m.name and speaker_names and m.role in ("user", "assistant"):
+            safe = _NAME_OK.sub("_", m.name)[:64]
+            if safe:
+                entry["name"] = safe
+        out.append(entry)
+    return out
+
+
+def to_openai_tools(tools: list[ToolDefinition]) -> list[dict[str, Any]]:
+    return [
+        {
+            "type": "function",
+            "function": {"name": t.name, "description": t.description, "parameters": t.parameters},
+        }
+        for t in tools
+    ]
+
+
+def to_openai_tool_choice(choice: ToolChoice) -> str | dict[str, Any]:
+    if isinstance(choice, str):
+        return choice
+    return {"type": "function", "function": {"name": choice.name}}
+
+
+def _parse_arguments(provider: str, name: str, raw: str | None) -> dict[str, Any]:
+    text = (raw or "").strip() or "{}"
+    try:
+        args = json.loads(text)
+    except ValueError as exc:
+        raise ProviderResponseError(
+            f"tool call {name!r} has arguments that are not JSON: {text[:200]!r}", provider=provider
+        ) from exc
+    if not isinstance(args, dict):
+        raise ProviderResponseError(f"tool call {name!r} arguments must be a JSON object", provider=provider)
+    return args
+
+
+def _usage(raw: Any) -> Usage | None:
+    if raw is None:
+        return None
+    return Usage(input_tokens=raw.prompt_tokens or 0, output_tokens=raw.completion_tokens or 0)
+
+
+# ---------------------------------------------------------------------------------------------- LLM
+
+
+class OpenAILLMProvider(LLMProvider):
+    """OpenAI chat completions: streaming text, streamed tool calls assembled from deltas, images."""
+
+    name = "openai"
+    capabilities = LLMCapabilities(streaming=True, tools=True, streaming_tools=True, vision=True)
+    #: The request field that caps output tokens (OpenAI's newer models reject ``max_tokens``).
+    max_tokens_field = "max_completion_tokens"
+    #: Ask for a final usage chunk in streams (``stream_options.include_usage``).
+    stream_usage = True
+
+    def __init__(
+        self,
+        api_key: str | None = None,
+        model: str = DEFAULT_LLM_MODEL,
+        base_url: str | None = None,
+        *,
+        organization: str | None = None,
+        timeout_s: float = 60.0,
+        retry: RetryPolicy | None = None,
+        default_headers: Mapping[str, str] | None = None,
+        client: AsyncOpenAI | None = None,
+    ) -> None:
+        if not api_key and client is None:
+            raise ConfigError(f"{self.name}: an API key is required (pass api_key= or set OPENAI_API_KEY)")
+        self.model = model
+        self.base_url = base_url
+        self.timeout_s = timeout_s
+        self.retry = retry or RetryPolicy()
+        self._client = client or make_client(
+            api_key=api_key or "",
+            base_url=base_url,
+            timeout_s=timeout_s,
+            default_headers=default_headers,
+            organization=organization,
+        )
+
+    async def aclose(self) -> None:
+        await self._client.close()
+
+    def _params(self, request: LLMRequest) -> dict[str, Any]:
+        params: dict[str, Any] = {
+            "model": request.model or self.model,
+            "messages": to_openai_messages(request.messages),
+        }
+        if request.temperature is not None:
+            params["temperature"] = request.temperature
+        if request.top_p is not None:
+            params["top_p"] = request.top_p
+        if request.max_tokens is not None:
+            params[self.max_tokens_field] = request.max_tokens
+        if request.stop:
+            params["stop"] = request.stop
+        if request.tools:
+            params["tools"] = to_openai_tools(request.tools)
+            params["tool_choice"] = to_openai_tool_choice(request.tool_choice)
+        return params
+
+    def _error(self, exc: BaseException) -> ProviderError:
+        return map_openai_error(self.name, exc, self.timeout_s)
+
+    async def complete(self, request: LLMRequest) -> LLMResult:
+        params = self._params(request)
+
+        async def once() -> LLMResult:
+            try:
+                resp = await self._client.chat.completions.create(**params)
+            except _sdk_errors() as exc:
+                raise self._error(exc) from exc
+            if not resp.choices:
+                raise ProviderResponseError("the answer has no choices", provider=self.name)
+            choice = resp.choices[0]
+            calls = [
+                ToolCallRequest(
+                    call_id=tc.id,
+                    name=tc.function.name,
+                    arguments=_parse_arguments(self.name, tc.function.name, tc.function.arguments),
+                )
+                for tc in (choice.message.tool_calls or [])
+                if getattr(tc, "function", None) is not None
+            ]
+            stop = _FINISH.get(choice.finish_reason or "stop", "end_turn")
+            if calls:
+                stop = "tool_use"
+            return LLMResult(
+                full_text=choice.message.content or "",
+                tool_calls=calls,
+                stop_reason=stop,
+                usage=_usage(resp.usage),
+                raw=resp,
+            )
+
+        return await call_with_retries(once, self.retry)
+
+    async def stream(self, request: LLMRequest) -> AsyncIterator[LLMChunk]:
+        params = self._params(request)
+        async for chunk in stream_with_retries(lambda: self._stream_once(params), self.retry):
+            yield chunk
+
+    async def _stream_once(self, params: dict[str, Any]) -> AsyncIterator[LLMChunk]:
+        extra: dict[str, Any] = {"stream": True}
+        if self.stream_usage:
+            extra["stream_options"] = {"include_usage": True}
+        try:
+            sdk_stream = await self._client.chat.completions.create(**params, **extra)
+        except _sdk_errors() as exc:
+            raise self._error(exc) from exc
+        acc = ToolCallAccumulator(self.name)
+        finish: str | None = None
+        usage: Usage | None = None
+        try:
+            async for event in sdk_stream:
+                if event.usage is not None:
+                    usage = _usage(event.usage)
+                for choice in event.choices:
+                    delta = choice.delta
+                    deltas: list[ToolCallDelta] = []
+                    for tc in delta.tool_calls or []:
+                        fn = tc.function
+                        d = ToolCallDelta(
+                            index=tc.index,
+                            call_id=tc.id,
+                            name=fn.name if fn else None,
+                            arguments_delta=(fn.arguments or "") if fn else "",
+                        )
+                        acc.add(d)
+                        deltas.append(d)
+                    if delta.content or deltas:
+                        yield LLMChunk(content=delta.content or "", tool_call_deltas=deltas)
+                    if choice.finish_reason:
+                        finish = choice.finish_reason
+        except _sdk_errors() as exc:
+            raise self._error(exc) from exc
+        finally:
+            await sdk_stream.close()
+        if finish is None:
+            raise connection_error(self.name, "the stream ended before the answer was complete")
+        calls = acc.calls()
+        stop = "tool_use" if calls else _FINISH.get(finish, "end_turn")
+        yield LLMChunk(done=True, stop_reason=stop, tool_calls=calls, usage=usage)
+
+
+# ---------------------------------------------------------------------------------------------- STT
+
+
+class OpenAISTTProvider(STTProvider):
+    """OpenAI transcription: ``whisper-1`` (verbose JSON: language, duration) and newer models (JSON)."""
+
+    name = "openai-stt"
+
+    def __init__(
+        self,
+        api_key: str | None = None,
+        model: str = DEFAULT_STT_MODEL,
+        language: str | None = None,
+        base_url: str | None = None,
+        *,
+        prompt: str | None = None,
+        response_format: str | None = None,
+        timeout_s: float = 60.0,
+        retry: RetryPolicy | None = None,
+        default_headers: Mapping[str, str] | None = None,
+        client: AsyncOpenAI | None = None,
+    ) -> None:
+        if not api_key and client is None:
+            raise ConfigError(f"{self.name}: an API key is required (pass api_key= or set OPENAI_API_KEY)")
+        self.model = model
+        self.language = language
+        self.prompt = prompt
+        self.response_format = response_format
+        self.base_url = base_url
+        self.timeout_s = timeout_s
+        self.retry = retry or RetryPolicy()
+        self._client = client or make_client(
+            api_key=api_key or "", base_url=base_url, timeout_s=timeout_s, default_headers=default_headers
+        )
+
+    async def aclose(self) -> None:
+        await self._client.close()
+
+    def _format_for(self, model: str) -> str:
+        if self.response_format:
+            return self.response_format
+        return "verbose_json" if model.startswith("whisper") else "json"
+
+    async def transcribe(self, audio: bytes, config: STTConfig | None = None) -> STTResult:
+        cfg = config or STTConfig()
+        model = cfg.model or self.model
+        params: dict[str, Any] = {
+            "file": ("audio.wav", audio, "audio/wav"),
+            "model": model,
+            "response_format": self._format_for(model),
+        }
+        language = cfg.language or self.language
+        if language:
+            params["language"] = language
+        prompt = cfg.prompt or self.prompt
+        if prompt:
+            params["prompt"] = prompt
+        if cfg.temperature is not None:
+            params["temperature"] = cfg.temperature
+
+        async def once() -> STTResult:
+            try:
+                resp = await self._client.audio.transcriptions.create(**params)
+            except _sdk_errors() as exc:
+                raise map_openai_error(self.name, exc, self.timeout_s) from exc
+            if isinstance(resp, str):
+                return STTResult(text=resp.strip(), language=language)
+            text = getattr(resp, "text", None)
+            if not isinstance(text, str):
+                raise ProviderResponseError("the transcription has no text", provider=self.name)
+            return STTResult(
+                text=text.strip(),
+                language=getattr(resp, "language", None) or language,
+                duration_s=getattr(resp, "duration", None),
+            )
+
+        return await call_with_retries(once, self.retry)
+
+
+#: The reference's name for the OpenAI STT provider.
+OpenAIWhisperProvider = OpenAISTTProvider
+
+
+# ---------------------------------------------------------------------------------------------- TTS
+
+
+class OpenAITTSProvider(TTSProvider):
+    """OpenAI speech: models (``tts-1``, ``tts-1-hd``, ``gpt-4o-mini-tts``), voices, speed.
+
+    Asks for raw ``pcm`` (24 kHz PCM16 mono) by default so streaming needs no decoding; other formats
+    (``wav``, ``mp3``, ``opus``, ``aac``, ``flac``) are decoded to PCM at :attr:`sample_rate`.
+    """
+
+    name = "openai-tts"
+    capabilities = TTSCapabilities(streaming=True)
+
+    def __init__(
+        self,
+        api_key: str | None = None,
+        model: str = DEFAULT_TTS_MODEL,
+        voice: str = DEFAULT_TTS_VOICE,
+        speed: float | None = None,
+        base_url: str | None = None,
+        *,
+        response_format: str = "pcm",
+        sample_rate: int = OPENAI_PCM_RATE,
+        instructions: str | None = None,
+        timeout_s: float = 60.0,
+        retry: RetryPolicy | None = None,
+        default_headers: Mapping[str, str] | None = None,
+        client: AsyncOpenAI | None = None,
+    ) -> None:
+        if not api_key and client is None:
+            raise ConfigError(f"{self.name}: an API key is required (pass api_key= or set OPENAI_API_KEY)")
+        if speed is not None and not 0.25 <= speed <= 4.0:
+            raise ConfigError(f"{self.name}: speed must be between 0.25 and 4.0, got {speed}")
+        if response_format not in ("pcm", "wav", "mp3", "opus", "aac", "flac"):
+            raise ConfigError(f"{self.name}: unsupported response_format {response_format!r}")
+        self.model = model
+        self.voice = voice
+        self.speed = speed
+        self.response_format = response_format
+        self.sample_rate = sample_rate
+        self.instructions = instructions
+        self.base_url = base_url
+        self.timeout_s = timeout_s
+        self.retry = retry or RetryPolicy()
+        self._client = client or make_client(
+            api_key=api_key or "", base_url=base_url, timeout_s=timeout_s, default_headers=default_headers
+        )
+
+    async def aclose(self) -> None:
+        await self._client.close()
+
+    def _params(self, text: str, config: TTSConfig | None) -> dict[str, Any]:
+        cfg = config or TTSConfig()
+        params: dict[str, Any] = {
+            "input": text,
+            "model": cfg.model or self.model,
+            "voice": cfg.voice or self.voice,
+            "response_format": self.response_format,
+        }
+        speed = cfg.speed if cfg.speed is not None else self.speed
+        if speed is not None:
+            params["speed"] = speed
+        if self.instructions:
+            params["instructions"] = self.instructions
+        return params
+
+    async def speak_stream(self, text: str, config: TTSConfig | None = None) -> AsyncIterator[TTSChunk]:
+        if not text.strip():
+            return
+        params = self._params(text, config)
+        async for chunk in stream_with_retries(lambda: self._stream_once(params), self.retry):
+            yield chunk
+
+    async def _stream_once(self, params: dict[str, Any]) -> AsyncIterator[TTSChunk]:
+        try:
+            async with self._client.audio.speech.with_streaming_response.create(**params) as resp:
+
+                async def body() -> AsyncIterator[bytes]:
+                    try:
+                        async for data in resp.iter_bytes():
+                            yield data
+                    except _sdk_errors() as exc:
+                        raise map_openai_error(self.name, exc, self.timeout_s) from exc
+
+                async for chunk in pcm_chunks(body(), self.response_format, self.sample_rate):
+                    yield chunk
+        except _sdk_errors() as exc:
+            raise map_openai_error(self.name, exc, self.timeout_s) from exc
+        except CodecError as exc:
+            raise ProviderResponseError(
+                f"could not decode the {self.response_format} audio: {exc}", provider=self.name
+            ) from exc
+
+
+__all__ = [
+    "DEFAULT_LLM_MODEL",
+    "DEFAULT_STT_MODEL",
+    "DEFAULT_TTS_MODEL",
+    "DEFAULT_TTS_VOICE",
+    "OPENAI_PCM_RATE",
+    "OpenAILLMProvider",
+    "OpenAISTTProvider",
+    "OpenAITTSProvider",
+    "OpenAIWhisperProvider",
+    "make_client",
+    "map_openai_error",
+    "to_openai_messages",
+    "to_openai_tool_choice",
+    "to_openai_tools",
+]

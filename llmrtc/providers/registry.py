@@ -1,0 +1,474 @@
+"""Provider selection from the environment, with the reference's variables and rules.
+
+- ``LLM_PROVIDER`` (openai, anthropic, google, bedrock, openrouter, lmstudio, ollama, openai-compatible),
+  ``STT_PROVIDER`` (openai, faster-whisper, openai-compatible) and ``TTS_PROVIDER`` (elevenlabs, openai,
+  piper, openai-compatible) choose explicitly.
+- ``LOCAL_ONLY=true`` picks local providers: Ollama (or LM Studio when only ``LMSTUDIO_BASE_URL`` is set),
+  Faster-Whisper and Piper, at ``OLLAMA_BASE_URL`` / ``LMSTUDIO_BASE_URL`` / ``FASTER_WHISPER_URL`` /
+  ``PIPER_URL`` (or in-process with ``FASTER_WHISPER_MODEL`` / ``PIPER_MODEL``).
+- Otherwise the LLM is auto-detected from the keys: Anthropic -> Google -> Bedrock -> OpenRouter -> OpenAI;
+  STT defaults to OpenAI and TTS to ElevenLabs (then OpenAI) when their keys are set. ``OPENAI_BASE_URL``
+  without ``OPENAI_API_KEY`` means any OpenAI-compatible endpoint, chosen by its base URL alone.
+
+When nothing usable is configured a :class:`ConfigError` says exactly which variables to set.
+Vendor modules are imported only for the provider chosen, so missing extras never break selection.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from pydantic import ValidationError, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from llmrtc.errors import ConfigError
+from llmrtc.providers.base import LLMProvider, STTProvider, TTSProvider, VisionProvider
+
+log = logging.getLogger("llmrtc.providers.registry")
+
+LLM_CHOICES = (
+    "openai",
+    "anthropic",
+    "google",
+    "bedrock",
+    "openrouter",
+    "lmstudio",
+    "ollama",
+    "openai-compatible",
+)
+STT_CHOICES = ("openai", "faster-whisper", "openai-compatible")
+TTS_CHOICES = ("elevenlabs", "openai", "piper", "openai-compatible")
+VISION_CHOICES = ("llava", "none")
+
+_ALIASES = {
+    "gemini": "google",
+    "aws": "bedrock",
+    "lm-studio": "lmstudio",
+    "lm_studio": "lmstudio",
+    "faster_whisper": "faster-whisper",
+    "fasterwhisper": "faster-whisper",
+    "whisper": "faster-whisper",
+    "openai_compatible": "openai-compatible",
+    "compatible": "openai-compatible",
+    "eleven": "elevenlabs",
+    "11labs": "elevenlabs",
+    "ollama-llava": "llava",
+}
+
+
+class ProviderSettings(BaseSettings):
+    """Every environment variable provider selection reads (names are the fields in upper case)."""
+
+    model_config = SettingsConfigDict(case_sensitive=False, extra="ignore", env_file=None)
+
+    # selection
+    llm_provider: str | None = None
+    stt_provider: str | None = None
+    tts_provider: str | None = None
+    vision_provider: str | None = None
+    local_only: bool = False
+    # OpenAI (and any OpenAI-compatible endpoint through OPENAI_BASE_URL)
+    openai_api_key: str | None = None
+    openai_base_url: str | None = None
+    openai_model: str | None = None
+    openai_stt_model: str | None = None
+    openai_tts_model: str | None = None
+    openai_tts_voice: str | None = None
+    # hosted vendors
+    anthropic_api_key: str | None = None
+    anthropic_model: str | None = None
+    anthropic_base_url: str | None = None
+    google_api_key: str | None = None
+    google_model: str | None = None
+    aws_access_key_id: str | None = None
+    aws_secret_access_key: str | None = None
+    aws_session_token: str | None = None
+    aws_profile: str | None = None
+    aws_region: str | None = None
+    bedrock_model: str | None = None
+    bedrock_endpoint_url: str | None = None
+    openrouter_api_key: str | None = None
+    openrouter_model: str | None = None
+    openrouter_site_url: str | None = None
+    openrouter_site_name: str | None = None
+    elevenlabs_api_key: str | None = None
+    elevenlabs_voice_id: str | None = None
+    elevenlabs_model_id: str | None = None
+    elevenlabs_output_format: str | None = None
+    # local
+    lmstudio_base_url: str | None = None
+    lmstudio_model: str | None = None
+    ollama_base_url: str | None = None
+    ollama_model: str | None = None
+    llava_model: str | None = None
+    faster_whisper_url: str | None = None
+    faster_whisper_model: str | None = None
+    piper_url: str | None = None
+    piper_model: str | None = None
+    piper_voice: str | None = None
+    stt_language: str | None = None
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _blank_is_unset(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = value.strip()
+            return value or None
+        return value
+
+    @field_validator("local_only", mode="before")
+    @classmethod
+    def _bool(cls, value: Any) -> Any:
+        return False if value is None else value
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> ProviderSettings:
+        """Settings from ``env`` (only that mapping) or, when ``None``, from ``os.environ``."""
+        source = os.environ if env is None else env
+        upper = {k.upper(): v for k, v in source.items()}
+        values: dict[str, Any] = {
+            name: upper[name.upper()] for name in cls.model_fields if name.upper() in upper
+        }
+        try:
+            return _MappingSettings(**values)
+        except ValidationError as exc:
+            problems = "; ".join(f"{'.'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in exc.errors())
+            raise ConfigError(f"invalid provider settings: {problems}") from exc
+
+    @property
+    def has_aws_credentials(self) -> bool:
+        return bool(self.aws_access_key_id and self.aws_secret_access_key) or bool(self.aws_profile)
+
+
+class _MappingSettings(ProviderSettings):
+    """Reads only the values given to it (never the process environment or files)."""
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings,)
+
+
+# ---------------------------------------------------------------------------------------------- helpers
+
+
+def _settings(env: Mapping[str, str] | ProviderSettings | None) -> ProviderSettings:
+    return env if isinstance(env, ProviderSettings) else ProviderSettings.from_env(env)
+
+
+def _choice(var: str, value: str | None, choices: tuple[str, ...]) -> str | None:
+    if value is None:
+        return None
+    name = _ALIASES.get(value.strip().lower(), value.strip().lower())
+    if name not in choices:
+        raise ConfigError(f"{var}={value!r} is not known; use one of: {', '.join(choices)}")
+    return name
+
+
+def _load(module: str, cls: str, extra: str) -> Callable[..., Any]:
+    try:
+        mod = importlib.import_module(f"llmrtc.providers.{module}")
+        factory: Callable[..., Any] = getattr(mod, cls)
+    except ImportError as exc:
+        raise ConfigError(
+            f"the {module} provider could not be imported ({exc}); install it with: pip install 'llmrtc[{extra}]'"
+        ) from exc
+    except AttributeError as exc:
+        raise ConfigError(f"llmrtc.providers.{module} has no {cls}") from exc
+    return factory
+
+
+def _opt(**kwargs: Any) -> dict[str, Any]:
+    """Only the keyword arguments that are set, so each provider keeps its own defaults."""
+    return {k: v for k, v in kwargs.items() if v is not None}
+
+
+def _need(var: str, value: str | None, why: str) -> str:
+    if not value:
+        raise ConfigError(f"{why} needs {var}: set {var} in the environment or .env")
+    return value
+
+
+# ---------------------------------------------------------------------------------------------- LLM
+
+_NO_LLM = (
+    "No LLM provider is configured. Set one of ANTHROPIC_API_KEY, GOOGLE_API_KEY, "
+    "AWS_ACCESS_KEY_ID + AWS_SECRET_ACCESS_KEY (Bedrock, with AWS_REGION), OPENROUTER_API_KEY or OPENAI_API_KEY; "
+    "or LLM_PROVIDER=ollama|lmstudio (with OLLAMA_BASE_URL / LMSTUDIO_BASE_URL), or LOCAL_ONLY=true; "
+    "or LLM_PROVIDER=openai-compatible with OPENAI_BASE_URL."
+)
+
+
+def detect_llm(settings: ProviderSettings) -> str:
+    """The LLM provider name the settings select (explicit, LOCAL_ONLY, or auto-detected)."""
+    explicit = _choice("LLM_PROVIDER", settings.llm_provider, LLM_CHOICES)
+    if explicit:
+        return explicit
+    if settings.local_only:
+        return "lmstudio" if settings.lmstudio_base_url and not settings.ollama_base_url else "ollama"
+    if settings.anthropic_api_key:
+        return "anthropic"
+    if settings.google_api_key:
+        return "google"
+    if settings.has_aws_credentials:
+        return "bedrock"
+    if settings.openrouter_api_key:
+        return "openrouter"
+    if settings.openai_api_key:
+        return "openai"
+    if settings.openai_base_url:
+        return "openai-compatible"
+    raise ConfigError(_NO_LLM)
+
+
+def create_llm_from_env(env: Mapping[str, str] | ProviderSettings | None = None) -> LLMProvider:
+    """The LLM provider the environment selects. Raises :class:`ConfigError` saying what to set."""
+    s = _settings(env)
+    name = detect_llm(s)
+    why = f"LLM provider {name!r}"
+    provider: LLMProvider
+    if name == "openai":
+        if not s.openai_api_key and s.openai_base_url:
+            name = "openai-compatible"
+        else:
+            from llmrtc.providers.openai import OpenAILLMProvider
+
+            provider = OpenAILLMProvider(
+                api_key=_need("OPENAI_API_KEY", s.openai_api_key, why),
+                base_url=s.openai_base_url,
+                **_opt(model=s.openai_model),
+            )
+    if name == "openai-compatible":
+        from llmrtc.providers.openai_compatible import OpenAICompatibleLLMProvider
+
+        provider = OpenAICompatibleLLMProvider(
+            base_url=_need("OPENAI_BASE_URL", s.openai_base_url, why),
+            api_key=s.openai_api_key,
+            **_opt(model=s.openai_model),
+        )
+    elif name == "anthropic":
+        provider = _load("anthropic", "AnthropicLLMProvider", "anthropic")(
+            api_key=_need("ANTHROPIC_API_KEY", s.anthropic_api_key, why),
+            **_opt(model=s.anthropic_model, base_url=s.anthropic_base_url),
+        )
+    elif name == "google":
+        provider = _load("google", "GeminiLLMProvider", "google")(
+            api_key=_need("GOOGLE_API_KEY", s.google_api_key, why), **_opt(model=s.google_model)
+        )
+    elif name == "bedrock":
+        credentials = None
+        if s.aws_access_key_id and s.aws_secret_access_key:
+            credentials = {
+                "access_key_id": s.aws_access_key_id,
+                "secret_access_key": s.aws_secret_access_key,
+                "session_token": s.aws_session_token,
+            }
+        provider = _load("bedrock", "BedrockLLMProvider", "bedrock")(
+            region=s.aws_region or "us-east-1",
+            credentials=credentials,
+            **_opt(model=s.bedrock_model, endpoint_url=s.bedrock_endpoint_url, profile=s.aws_profile),
+        )
+    elif name == "openrouter":
+        from llmrtc.providers.openrouter import OpenRouterLLMProvider
+
+        provider = OpenRouterLLMProvider(
+            api_key=_need("OPENROUTER_API_KEY", s.openrouter_api_key, why),
+            site_url=s.openrouter_site_url,
+            site_name=s.openrouter_site_name,
+            **_opt(model=s.openrouter_model),
+        )
+    elif name == "lmstudio":
+        from llmrtc.providers.lmstudio import LMStudioLLMProvider
+
+        provider = LMStudioLLMProvider(**_opt(base_url=s.lmstudio_base_url, model=s.lmstudio_model))
+    elif name == "ollama":
+        from llmrtc.providers.ollama import OllamaLLMProvider
+
+        provider = OllamaLLMProvider(**_opt(model=s.ollama_model, base_url=s.ollama_base_url))
+    log.info("selected LLM provider", extra={"provider": provider.name})
+    return provider
+
+
+# ---------------------------------------------------------------------------------------------- STT
+
+_NO_STT = (
+    "No STT provider is configured. Set OPENAI_API_KEY (OpenAI Whisper), or STT_PROVIDER=faster-whisper with "
+    "FASTER_WHISPER_URL (a faster-whisper server) or FASTER_WHISPER_MODEL (in-process), or LOCAL_ONLY=true."
+)
+
+
+def detect_stt(settings: ProviderSettings) -> str:
+    explicit = _choice("STT_PROVIDER", settings.stt_provider, STT_CHOICES)
+    if explicit:
+        return explicit
+    if settings.local_only:
+        return "faster-whisper"
+    if settings.openai_api_key:
+        return "openai"
+    if settings.faster_whisper_url or settings.faster_whisper_model:
+        return "faster-whisper"
+    if settings.openai_base_url:
+        return "openai-compatible"
+    raise ConfigError(_NO_STT)
+
+
+def create_stt_from_env(env: Mapping[str, str] | ProviderSettings | None = None) -> STTProvider:
+    """The STT provider the environment selects. Raises :class:`ConfigError` saying what to set."""
+    s = _settings(env)
+    name = detect_stt(s)
+    why = f"STT provider {name!r}"
+    provider: STTProvider
+    if name == "openai" and not s.openai_api_key and s.openai_base_url:
+        name = "openai-compatible"
+    if name == "openai":
+        from llmrtc.providers.openai import OpenAISTTProvider
+
+        provider = OpenAISTTProvider(
+            api_key=_need("OPENAI_API_KEY", s.openai_api_key, why),
+            base_url=s.openai_base_url,
+            language=s.stt_language,
+            **_opt(model=s.openai_stt_model),
+        )
+    elif name == "openai-compatible":
+        from llmrtc.providers.openai_compatible import OpenAICompatibleSTTProvider
+
+        provider = OpenAICompatibleSTTProvider(
+            base_url=_need("OPENAI_BASE_URL", s.openai_base_url, why),
+            api_key=s.openai_api_key,
+            language=s.stt_language,
+            **_opt(model=s.openai_stt_model),
+        )
+    else:
+        from llmrtc.providers.faster_whisper import FasterWhisperLocalSTTProvider, FasterWhisperSTTProvider
+
+        if s.faster_whisper_model and not s.faster_whisper_url:
+            provider = FasterWhisperLocalSTTProvider(s.faster_whisper_model, language=s.stt_language)
+        else:
+            provider = FasterWhisperSTTProvider(
+                **_opt(base_url=s.faster_whisper_url, language=s.stt_language)
+            )
+    log.info("selected STT provider", extra={"provider": provider.name})
+    return provider
+
+
+# ---------------------------------------------------------------------------------------------- TTS
+
+_NO_TTS = (
+    "No TTS provider is configured. Set ELEVENLABS_API_KEY or OPENAI_API_KEY, or TTS_PROVIDER=piper with "
+    "PIPER_URL (a Piper HTTP server) or PIPER_MODEL (an .onnx voice, in-process), or LOCAL_ONLY=true."
+)
+
+
+def detect_tts(settings: ProviderSettings) -> str:
+    explicit = _choice("TTS_PROVIDER", settings.tts_provider, TTS_CHOICES)
+    if explicit:
+        return explicit
+    if settings.local_only:
+        return "piper"
+    if settings.elevenlabs_api_key:
+        return "elevenlabs"
+    if settings.openai_api_key:
+        return "openai"
+    if settings.piper_url or settings.piper_model:
+        return "piper"
+    if settings.openai_base_url:
+        return "openai-compatible"
+    raise ConfigError(_NO_TTS)
+
+
+def create_tts_from_env(env: Mapping[str, str] | ProviderSettings | None = None) -> TTSProvider:
+    """The TTS provider the environment selects. Raises :class:`ConfigError` saying what to set."""
+    s = _settings(env)
+    name = detect_tts(s)
+    why = f"TTS provider {name!r}"
+    provider: TTSProvider
+    if name == "openai" and not s.openai_api_key and s.openai_base_url:
+        name = "openai-compatible"
+    if name == "elevenlabs":
+        provider = _load("elevenlabs", "ElevenLabsTTSProvider", "elevenlabs")(
+            api_key=_need("ELEVENLABS_API_KEY", s.elevenlabs_api_key, why),
+            **_opt(
+                voice_id=s.elevenlabs_voice_id,
+                model_id=s.elevenlabs_model_id,
+                output_format=s.elevenlabs_output_format,
+            ),
+        )
+    elif name == "openai":
+        from llmrtc.providers.openai import OpenAITTSProvider
+
+        provider = OpenAITTSProvider(
+            api_key=_need("OPENAI_API_KEY", s.openai_api_key, why),
+            base_url=s.openai_base_url,
+            **_opt(voice=s.openai_tts_voice, model=s.openai_tts_model),
+        )
+    elif name == "openai-compatible":
+        from llmrtc.providers.openai_compatible import OpenAICompatibleTTSProvider
+
+        provider = OpenAICompatibleTTSProvider(
+            base_url=_need("OPENAI_BASE_URL", s.openai_base_url, why),
+            api_key=s.openai_api_key,
+            **_opt(voice=s.openai_tts_voice, model=s.openai_tts_model),
+        )
+    else:
+        from llmrtc.providers.piper import PiperHTTPTTSProvider, PiperTTSProvider
+
+        if s.piper_model and not s.piper_url:
+            provider = PiperTTSProvider(s.piper_model)
+        else:
+            provider = PiperHTTPTTSProvider(**_opt(base_url=s.piper_url, voice=s.piper_voice))
+    log.info("selected TTS provider", extra={"provider": provider.name})
+    return provider
+
+
+# ---------------------------------------------------------------------------------------------- vision
+
+
+def create_vision_from_env(env: Mapping[str, str] | ProviderSettings | None = None) -> VisionProvider | None:
+    """A separate vision provider, or ``None`` when the LLM sees images itself.
+
+    ``VISION_PROVIDER=llava`` (or ``LOCAL_ONLY=true``) gives LLaVA through Ollama at ``OLLAMA_BASE_URL``
+    with ``LLAVA_MODEL`` (default ``llava:7b``); ``VISION_PROVIDER=none`` disables it.
+    """
+    s = _settings(env)
+    name = _choice("VISION_PROVIDER", s.vision_provider, VISION_CHOICES)
+    if name is None and s.local_only:
+        name = "llava"
+    if name is None or name == "none":
+        return None
+    from llmrtc.providers.ollama import LlavaVisionProvider
+
+    provider = LlavaVisionProvider(**_opt(model=s.llava_model, base_url=s.ollama_base_url))
+    log.info("selected vision provider", extra={"provider": provider.name})
+    return provider
+
+
+def env_vars() -> list[str]:
+    """Every environment variable provider selection reads."""
+    return [name.upper() for name in ProviderSettings.model_fields]
+
+
+__all__ = [
+    "LLM_CHOICES",
+    "STT_CHOICES",
+    "TTS_CHOICES",
+    "VISION_CHOICES",
+    "ProviderSettings",
+    "create_llm_from_env",
+    "create_stt_from_env",
+    "create_tts_from_env",
+    "create_vision_from_env",
+    "detect_llm",
+    "detect_stt",
+    "detect_tts",
+    "env_vars",
+]

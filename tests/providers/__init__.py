@@ -1,0 +1,1 @@
+"""On-the-wire provider tests: real vendor SDKs against local fake servers."""

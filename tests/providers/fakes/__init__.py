@@ -1,0 +1,1 @@
+"""Local servers that speak each vendor's real wire format (one module per vendor), on ephemeral ports."""

@@ -1,0 +1,346 @@
+"""A local OpenAI-compatible API speaking the real wire format.
+
+Routes (under ``/v1``): ``POST /chat/completions`` (JSON, or SSE ``chat.completion.chunk`` events ending in
+``data: [DONE]`` when ``"stream": true``), ``POST /audio/transcriptions`` (multipart form; ``json``, ``text``
+or ``verbose_json``) and ``POST /audio/speech`` (the audio body, chunked). Tests script semantic replies
+(:class:`ChatTurn`, :class:`Transcript`, :class:`Speech`, :class:`Failure`) per route; every request is
+recorded (headers, JSON body or form fields) for payload assertions. The same server stands in for
+OpenRouter, LM Studio, faster-whisper-server and any OpenAI-compatible endpoint.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections import deque
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+from multidict import CIMultiDict
+
+_ERROR_TYPES = {
+    400: "invalid_request_error",
+    401: "invalid_request_error",
+    403: "permission_denied",
+    404: "invalid_request_error",
+    429: "rate_limit_exceeded",
+    500: "server_error",
+    503: "server_error",
+}
+
+
+@dataclass
+class ToolCall:
+    id: str
+    name: str
+    arguments: dict[str, Any]
+    pieces: int = 3
+    """Stream the JSON arguments in this many pieces."""
+
+
+@dataclass
+class ChatTurn:
+    """One assistant answer. ``cut_after`` drops the connection after that many SSE events."""
+
+    text: str = ""
+    tool_calls: list[ToolCall] = field(default_factory=list)
+    finish_reason: str | None = None
+    prompt_tokens: int = 11
+    completion_tokens: int = 5
+    cut_after: int | None = None
+    text_pieces: int = 3
+    stall_s: float = 0.0
+    """Wait this long before answering (to trigger client timeouts)."""
+
+
+@dataclass
+class Transcript:
+    text: str
+    language: str = "english"
+    duration: float = 1.5
+
+
+@dataclass
+class Speech:
+    """An audio body streamed in ``chunk_size`` pieces; ``cut_after`` drops the connection after that many."""
+
+    audio: bytes
+    content_type: str = "application/octet-stream"
+    chunk_size: int = 1000
+    cut_after: int | None = None
+
+
+@dataclass
+class Failure:
+    status: int
+    message: str = "failure"
+    retry_after: str | None = None
+
+
+@dataclass
+class Recorded:
+    method: str
+    path: str
+    headers: Mapping[str, str]
+    body: dict[str, Any]
+    files: dict[str, bytes] = field(default_factory=dict)
+
+
+Reply = ChatTurn | Transcript | Speech | Failure
+
+
+class FakeOpenAI:
+    """An aiohttp server on an ephemeral port; ``base_url`` (ending in ``/v1``) is set once started."""
+
+    def __init__(self, *, api_key: str | None = None, prefix: str = "/v1") -> None:
+        self.requests: list[Recorded] = []
+        self.scripts: dict[str, deque[Reply]] = {"chat": deque(), "transcribe": deque(), "speech": deque()}
+        self.api_key = api_key
+        self.prefix = prefix
+        self.root_url = ""
+        self.base_url = ""
+        self._runner: web.AppRunner | None = None
+
+    def push_chat(self, *replies: ChatTurn | Failure) -> None:
+        self.scripts["chat"].extend(replies)
+
+    def push_transcript(self, *replies: Transcript | Failure) -> None:
+        self.scripts["transcribe"].extend(replies)
+
+    def push_speech(self, *replies: Speech | Failure) -> None:
+        self.scripts["speech"].extend(replies)
+
+    async def start(self) -> str:
+        app = web.Application(client_max_size=64 * 1024 * 1024)
+        app.router.add_post(self.prefix + "/chat/completions", self._chat)
+        app.router.add_post(self.prefix + "/audio/transcriptions", self._transcribe)
+        app.router.add_post(self.prefix + "/audio/speech", self._speech)
+        self._runner = web.AppRunner(app, handle_signals=False)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.root_url = f"http://127.0.0.1:{port}"
+        self.base_url = self.root_url + self.prefix
+        return self.base_url
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    # ------------------------------------------------------------------------------------------ helpers
+
+    def _next(self, route: str, default: Reply) -> Reply:
+        script = self.scripts[route]
+        return script.popleft() if script else default
+
+    def _auth_failure(self, request: web.Request) -> web.Response | None:
+        if self.api_key is None:
+            return None
+        if request.headers.get("Authorization") != f"Bearer {self.api_key}":
+            return _error(Failure(401, "Incorrect API key provided."))
+        return None
+
+    # ------------------------------------------------------------------------------------------ routes
+
+    async def _chat(self, request: web.Request) -> web.StreamResponse:
+        body = await request.json()
+        self.requests.append(Recorded(request.method, request.path, CIMultiDict(request.headers), body))
+        denied = self._auth_failure(request)
+        if denied is not None:
+            return denied
+        reply = self._next("chat", ChatTurn(text="Hello there!"))
+        if isinstance(reply, Failure):
+            return _error(reply)
+        assert isinstance(reply, ChatTurn)
+        if reply.stall_s:
+            await asyncio.sleep(reply.stall_s)
+        model = body.get("model", "gpt-test")
+        if not body.get("stream"):
+            return web.json_response(_completion(reply, model))
+        include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+        events = _chunks(reply, model, include_usage)
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
+        await resp.prepare(request)
+        for i, event in enumerate(events):
+            if reply.cut_after is not None and i >= reply.cut_after:
+                await _cut(request)
+                return resp
+            await resp.write(f"data: {json.dumps(event)}\n\n".encode())
+            await asyncio.sleep(0)
+        await resp.write(b"data: [DONE]\n\n")
+        await resp.write_eof()
+        return resp
+
+    async def _transcribe(self, request: web.Request) -> web.Response:
+        form: dict[str, Any] = {}
+        files: dict[str, bytes] = {}
+        reader = await request.multipart()
+        async for part in reader:
+            if part.filename:  # type: ignore[union-attr]
+                files[part.name or "file"] = bytes(await part.read())  # type: ignore[union-attr]
+            else:
+                form[part.name or ""] = await part.text()  # type: ignore[union-attr]
+        self.requests.append(
+            Recorded(request.method, request.path, CIMultiDict(request.headers), form, files)
+        )
+        denied = self._auth_failure(request)
+        if denied is not None:
+            return denied
+        reply = self._next("transcribe", Transcript("hello world"))
+        if isinstance(reply, Failure):
+            return _error(reply)
+        assert isinstance(reply, Transcript)
+        fmt = form.get("response_format", "json")
+        if fmt == "text":
+            return web.Response(text=reply.text + "\n", content_type="text/plain")
+        if fmt == "verbose_json":
+            return web.json_response(
+                {
+                    "task": "transcribe",
+                    "language": reply.language,
+                    "duration": reply.duration,
+                    "text": reply.text,
+                    "segments": [],
+                }
+            )
+        return web.json_response({"text": reply.text})
+
+    async def _speech(self, request: web.Request) -> web.StreamResponse:
+        body = await request.json()
+        self.requests.append(Recorded(request.method, request.path, CIMultiDict(request.headers), body))
+        denied = self._auth_failure(request)
+        if denied is not None:
+            return denied
+        reply = self._next("speech", Speech(b"\x01\x00" * 2400))
+        if isinstance(reply, Failure):
+            return _error(reply)
+        assert isinstance(reply, Speech)
+        resp = web.StreamResponse(headers={"Content-Type": reply.content_type})
+        resp.enable_chunked_encoding()
+        await resp.prepare(request)
+        for i, start in enumerate(range(0, len(reply.audio), reply.chunk_size)):
+            if reply.cut_after is not None and i >= reply.cut_after:
+                await _cut(request)
+                return resp
+            await resp.write(reply.audio[start : start + reply.chunk_size])
+            await asyncio.sleep(0)
+        await resp.write_eof()
+        return resp
+
+
+# ---------------------------------------------------------------------------------------------- rendering
+
+
+async def _cut(request: web.Request) -> None:
+    await asyncio.sleep(0.01)
+    if request.transport is not None:
+        request.transport.close()
+
+
+def _error(failure: Failure) -> web.Response:
+    headers = {"Retry-After": failure.retry_after} if failure.retry_after is not None else {}
+    payload = {
+        "error": {
+            "message": failure.message,
+            "type": _ERROR_TYPES.get(failure.status, "server_error"),
+            "param": None,
+            "code": None,
+        }
+    }
+    return web.json_response(payload, status=failure.status, headers=headers)
+
+
+def _split(text: str, pieces: int) -> list[str]:
+    if not text:
+        return []
+    step = max(1, -(-len(text) // max(1, pieces)))
+    return [text[i : i + step] for i in range(0, len(text), step)]
+
+
+def _finish(turn: ChatTurn) -> str:
+    return turn.finish_reason or ("tool_calls" if turn.tool_calls else "stop")
+
+
+def _completion(turn: ChatTurn, model: str) -> dict[str, Any]:
+    message: dict[str, Any] = {"role": "assistant", "content": turn.text or None, "refusal": None}
+    if turn.tool_calls:
+        message["tool_calls"] = [
+            {
+                "id": tc.id,
+                "type": "function",
+                "function": {"name": tc.name, "arguments": json.dumps(tc.arguments)},
+            }
+            for tc in turn.tool_calls
+        ]
+    return {
+        "id": "chatcmpl-fake",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": model,
+        "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": _finish(turn)}],
+        "usage": {
+            "prompt_tokens": turn.prompt_tokens,
+            "completion_tokens": turn.completion_tokens,
+            "total_tokens": turn.prompt_tokens + turn.completion_tokens,
+        },
+    }
+
+
+def _chunks(turn: ChatTurn, model: str, include_usage: bool) -> list[dict[str, Any]]:
+    created = int(time.time())
+
+    def chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "id": "chatcmpl-fake",
+            "object": "chat.completion.chunk",
+            "created": created,
+            "model": model,
+            "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
+        }
+        if include_usage:
+            out["usage"] = None
+        return out
+
+    events = [chunk({"role": "assistant", "content": "", "refusal": None})]
+    events += [chunk({"content": piece}) for piece in _split(turn.text, turn.text_pieces)]
+    for index, tc in enumerate(turn.tool_calls):
+        events.append(
+            chunk(
+                {
+                    "tool_calls": [
+                        {
+                            "index": index,
+                            "id": tc.id,
+                            "type": "function",
+                            "function": {"name": tc.name, "arguments": ""},
+                        }
+                    ]
+                }
+            )
+        )
+        for piece in _split(json.dumps(tc.arguments), tc.pieces):
+            events.append(chunk({"tool_calls": [{"index": index, "function": {"arguments": piece}}]}))
+    events.append(chunk({}, _finish(turn)))
+    if include_usage:
+        events.append(
+            {
+                "id": "chatcmpl-fake",
+                "object": "chat.completion.chunk",
+                "created": created,
+                "model": model,
+                "choices": [],
+                "usage": {
+                    "prompt_tokens": turn.prompt_tokens,
+                    "completion_tokens": turn.completion_tokens,
+                    "total_tokens": turn.prompt_tokens + turn.completion_tokens,
+                },
+            }
+        )
+    return events
+
+
+__all__ = ["ChatTurn", "Failure", "FakeOpenAI", "Recorded", "Speech", "ToolCall", "Transcript"]

@@ -1,0 +1,716 @@
+"""PlaybookOrchestrator: text turns through a playbook, with two-phase execution.
+
+A turn in a ``two_phase`` stage runs in two phases:
+
+1. **Tool loop** (silent): the LLM is asked with the stage's tools (``complete``, not streamed); while it
+   asks for tools they run and their results go back to it, up to ``max_tool_calls_per_turn`` calls and
+   ``phase1_timeout_s`` seconds. The loop ends when the LLM answers without tools, asks for a stage change
+   (``playbook_transition``), or a limit is hit. Its text is not shown: it was written before the facts.
+2. **Answer** (streamed): the LLM writes the user-facing answer with the same tools visible and
+   ``tool_choice="none"``.
+
+Phase 1 is skipped when the stage offers no tools. A stage with ``two_phase=False`` streams every round and
+runs tools between rounds (its text is shown as it comes). After the answer the turn is counted, transitions
+are evaluated (assistant text, every tool call and result, the LLM's decision) and at most one fires.
+
+LLM calls are retried on retryable provider errors with exponential backoff (1 s, 2 s, 4 s by default); a
+stream is retried only before its first chunk.
+
+**What stays in the history when a turn ends early.** On cancellation (barge-in), phase-1 timeout or an
+error, the history keeps the user's message and each tool call that *completed*, with its result; calls that
+were cancelled or never ran are left out, so no tool call is ever without its result. An answer is kept only
+when it was complete, or, when cancelled while streaming, as what was streamed so far (or what
+:meth:`interrupt` says was spoken) marked ``interrupted``. Turns that end early are not counted and evaluate no
+transitions: the stage does not change on half a turn.
+
+**Running tools and interruption.** Each tool's ``ToolDefinition.interruption`` decides what cancellation
+does to a running call: ``"cancel"`` (default) cancels it, its result is lost and the call is left out of the
+history; ``"finish"`` lets it complete (the cancellation waits for it) and its result is recorded. Use
+``"finish"`` for tools with side effects that must not be cut half-way (payments, bookings).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections import OrderedDict
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+from contextlib import aclosing, asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from llmrtc.errors import GuardrailError, LLMRTCError, PlaybookError, ProviderError
+from llmrtc.events import (
+    ErrorEvent,
+    LLMChunkEvent,
+    LLMFinalEvent,
+    StageChangeEvent,
+    ToolCallEvent,
+    ToolResultEvent,
+    TurnCompleteEvent,
+    TurnEvent,
+)
+from llmrtc.history import window
+from llmrtc.hooks import HookContext, HookRunner, Stopwatch
+from llmrtc.metrics import MetricNames, MetricsAdapter, safe_metrics
+from llmrtc.playbooks.conditions import LLMDecision
+from llmrtc.playbooks.engine import PlaybookEngine
+from llmrtc.playbooks.hooks import PlaybookHooks, PlaybookMetricsHooks
+from llmrtc.playbooks.types import TRANSITION_TOOL_NAME, Playbook, Stage, Transition
+from llmrtc.providers.base import LLMProvider, ToolCallAccumulator
+from llmrtc.providers.resilience import RetryPolicy, call_with_retries, stream_with_retries
+from llmrtc.tools import ToolContext, ToolExecutor, ToolRegistry
+from llmrtc.types import (
+    LLMRequest,
+    LLMResult,
+    Message,
+    ToolCallRequest,
+    ToolChoice,
+    ToolResult,
+    Usage,
+    VisionAttachment,
+)
+
+log = logging.getLogger("llmrtc.playbooks")
+
+
+def default_retry_policy(llm_retries: int = 3) -> RetryPolicy:
+    """``llm_retries`` retries after the first try, waiting 1 s, 2 s, 4 s ... (capped at 8 s)."""
+    return RetryPolicy(max_attempts=max(1, llm_retries + 1), base_delay=1.0, max_delay=8.0, jitter=0.1)
+
+
+@dataclass(slots=True)
+class PlaybookTurnResult:
+    """What :meth:`PlaybookOrchestrator.execute_turn` returns."""
+
+    turn_id: str
+    response: str
+    tool_calls: list[ToolCallRequest] = field(default_factory=list)
+    tool_results: list[ToolResult] = field(default_factory=list)
+    transitioned: bool = False
+    transition: Transition | None = None
+    from_stage: str = ""
+    stage: str = ""
+    phase1_timed_out: bool = False
+    usage: Usage | None = None
+
+
+@dataclass(slots=True)
+class _Turn:
+    """The working state of one turn, committed to the history at its end."""
+
+    turn_id: str
+    user: Message
+    exchange: list[Message] = field(default_factory=list)
+    calls: list[ToolCallRequest] = field(default_factory=list)
+    results: list[ToolResult] = field(default_factory=list)
+    decision: LLMDecision | None = None
+    streamed: str = ""
+    phase: int = 1
+    phase1_timed_out: bool = False
+    usage: Usage | None = None
+    committed: bool = False
+
+
+class PlaybookOrchestrator:
+    """Runs text turns of one conversation through a playbook.
+
+    ``registry`` holds the tools the playbook names; ``executor`` (optional) runs them (default: a
+    :class:`~llmrtc.tools.ToolExecutor` on ``registry`` with ``tool_timeout_s``). ``retry_policy`` overrides
+    the backoff built from ``llm_retries``. ``history_limit`` bounds the messages kept (tool exchanges are
+    never split). ``hooks`` are :class:`~llmrtc.hooks.Hooks` (LLM and tool hook points, guardrails);
+    ``playbook_hooks`` observe stages and turns; with ``metrics``, playbook metrics are recorded too.
+    """
+
+    def __init__(
+        self,
+        llm: LLMProvider,
+        playbook: Playbook | PlaybookEngine,
+        registry: ToolRegistry | None = None,
+        *,
+        max_tool_calls_per_turn: int = 10,
+        phase1_timeout_s: float = 60.0,
+        llm_retries: int = 3,
+        retry_policy: RetryPolicy | None = None,
+        history_limit: int = 50,
+        tool_timeout_s: float = 30.0,
+        executor: ToolExecutor | None = None,
+        hooks: Any = None,
+        playbook_hooks: Sequence[PlaybookHooks] = (),
+        metrics: MetricsAdapter | None = None,
+        session_id: str | None = None,
+    ) -> None:
+        if max_tool_calls_per_turn < 0:
+            raise ValueError("max_tool_calls_per_turn must be >= 0")
+        if phase1_timeout_s <= 0:
+            raise ValueError("phase1_timeout_s must be positive")
+        self.llm = llm
+        self.registry = registry if registry is not None else ToolRegistry()
+        self.session_id = session_id or uuid.uuid4().hex[:12]
+        all_hooks = list(playbook_hooks)
+        if metrics is not None:
+            all_hooks.append(PlaybookMetricsHooks(metrics))
+        if isinstance(playbook, PlaybookEngine):
+            self.engine = playbook
+            if self.engine.registry is None:
+                self.engine.registry = self.registry
+            for h in all_hooks:
+                self.engine.hooks.add(h)
+        else:
+            self.engine = PlaybookEngine(
+                playbook, registry=self.registry, hooks=all_hooks, session_id=self.session_id
+            )
+        self.hooks = hooks if isinstance(hooks, HookRunner) else HookRunner(hooks)
+        self.metrics = safe_metrics(metrics)
+        self.executor = executor or ToolExecutor(
+            self.registry, timeout_s=tool_timeout_s, hooks=self.hooks, metrics=metrics
+        )
+        self.max_tool_calls_per_turn = max_tool_calls_per_turn
+        self.phase1_timeout_s = phase1_timeout_s
+        self.retry_policy = retry_policy or default_retry_policy(llm_retries)
+        self.history_limit = history_limit
+        self._history: list[Message] = []
+        self._answers: OrderedDict[str, Message] = OrderedDict()
+        self._spoken: dict[str, str] = {}
+        self._running: str | None = None
+        self._results: dict[str, PlaybookTurnResult] = {}
+        self._lock = asyncio.Lock()
+
+    # ------------------------------------------------------------------------------------------ public
+
+    @property
+    def history(self) -> list[Message]:
+        """The conversation so far (without the system prompt), oldest first."""
+        return list(self._history)
+
+    @property
+    def playbook(self) -> Playbook:
+        return self.engine.playbook
+
+    def get_engine(self) -> PlaybookEngine:
+        return self.engine
+
+    @property
+    def current_stage(self) -> Stage:
+        return self.engine.current_stage
+
+    def add_context_note(self, text: str) -> None:
+        """Add a note the LLM sees from now on (a system message in the history), e.g. who joined the room."""
+        if text.strip():
+            self._append([Message.system(text.strip())])
+
+    def clear_history(self) -> None:
+        """Forget the conversation (the playbook state is kept; see ``engine.reset``)."""
+        self._history.clear()
+        self._answers.clear()
+
+    def interrupt(self, turn_id: str, spoken_text: str | None = None) -> bool:
+        """Barge-in: the answer of ``turn_id`` was cut after ``spoken_text``; the history keeps only that.
+
+        For the running turn, the text is used when the (cancelled) turn is recorded: cancelling the task
+        that iterates :meth:`stream_turn` is the caller's job. For a recent finished turn, its answer is
+        rewritten and marked ``interrupted`` (removed when ``spoken_text`` is empty; only marked when it is
+        ``None``). Returns whether the turn was found.
+        """
+        if turn_id == self._running:
+            if spoken_text is not None:
+                self._spoken[turn_id] = spoken_text
+            return True
+        if turn_id not in self._answers:
+            return False
+        self._rewrite_answer(turn_id, spoken_text)
+        return True
+
+    def _rewrite_answer(self, turn_id: str, spoken_text: str | None) -> None:
+        answer = self._answers[turn_id]
+        for i, msg in enumerate(self._history):
+            if msg is not answer:
+                continue
+            if spoken_text is not None and not spoken_text.strip():
+                del self._history[i]
+                del self._answers[turn_id]
+                return
+            update: dict[str, Any] = {"interrupted": True}
+            if spoken_text is not None:
+                update["content"] = spoken_text.strip()
+            self._history[i] = self._answers[turn_id] = msg.model_copy(update=update)
+            return
+
+    async def execute_turn(
+        self,
+        text: str,
+        *,
+        turn_id: str | None = None,
+        speaker: str | None = None,
+        attachments: list[VisionAttachment] | None = None,
+    ) -> PlaybookTurnResult:
+        """Run one turn to the end. Raises the turn's error (a :class:`~llmrtc.errors.LLMRTCError`)."""
+        turn_id = turn_id or uuid.uuid4().hex[:12]
+        async for event in self.stream_turn(text, turn_id=turn_id, speaker=speaker, attachments=attachments):
+            if isinstance(event, ErrorEvent):
+                raise event.error
+        return self._results.pop(turn_id)
+
+    async def stream_turn(
+        self,
+        text: str,
+        *,
+        turn_id: str | None = None,
+        speaker: str | None = None,
+        attachments: list[VisionAttachment] | None = None,
+    ) -> AsyncGenerator[TurnEvent, None]:
+        """Run one turn, yielding :mod:`llmrtc.events`: tool calls and results, the answer's chunks, the
+        final answer, a stage change, and :class:`TurnCompleteEvent` (or :class:`ErrorEvent`)."""
+        message = Message.user(text, name=speaker, attachments=list(attachments or []))
+        async with aclosing(self.stream_message(message, turn_id=turn_id)) as events:
+            async for event in events:
+                yield event
+
+    async def stream_message(
+        self, message: Message, *, turn_id: str | None = None
+    ) -> AsyncGenerator[TurnEvent, None]:
+        """:meth:`stream_turn` for a ready user message (the voice orchestrator's entry point)."""
+        turn_id = turn_id or uuid.uuid4().hex[:12]
+        if not message.content.strip() and not message.attachments:
+            yield ErrorEvent(turn_id, PlaybookError("a turn needs some text", code="empty_turn"), "playbook")
+            return
+        async with self._lock:
+            await self.engine.start()
+            turn = _Turn(turn_id, message)
+            self._running = turn_id
+            try:
+                async with aclosing(self._run(turn)) as events:
+                    async for event in events:
+                        yield event
+            except LLMRTCError as exc:
+                log.warning(
+                    "playbook turn failed: [%s] %s", exc.code, exc.message, extra=self._log_ids(turn_id)
+                )
+                await self.hooks.call("on_error", self._hook_ctx(turn_id, "playbook"), exc)
+                self._commit_partial(turn, keep_answer=False)
+                yield ErrorEvent(
+                    turn_id, exc, "llm" if isinstance(exc, ProviderError | GuardrailError) else "playbook"
+                )
+            except Exception as exc:  # a bug in a provider or tool plumbing: fail the turn, never crash
+                log.exception("playbook turn failed unexpectedly", extra=self._log_ids(turn_id))
+                error = PlaybookError(f"the turn failed: {type(exc).__name__}: {exc}", code="turn_failed")
+                await self.hooks.call("on_error", self._hook_ctx(turn_id, "playbook"), error)
+                self._commit_partial(turn, keep_answer=False)
+                yield ErrorEvent(turn_id, error, "playbook")
+            finally:
+                self._running = None
+                if not turn.committed:
+                    # cancelled (barge-in, or the consumer stopped): keep what completed, nothing half-done
+                    log.info("playbook turn cancelled in phase %d", turn.phase, extra=self._log_ids(turn_id))
+                    self._commit_partial(turn, keep_answer=turn.phase == 2)
+
+    # ------------------------------------------------------------------------------------------ turn
+
+    async def _run(self, turn: _Turn) -> AsyncGenerator[TurnEvent, None]:
+        watch = Stopwatch()
+        # a stage that timed out while nobody spoke is left before answering
+        timed_out = await self.engine.evaluate_transitions(kinds={"timeout"})
+        if timed_out.transition is not None:
+            before = self.engine.current_stage.id
+            await self.engine.execute_transition(
+                timed_out.transition, reason=timed_out.reason, turn_id=turn.turn_id
+            )
+            yield StageChangeEvent(
+                turn.turn_id, before, timed_out.transition.target, timed_out.transition.id, timed_out.reason
+            )
+        stage = self.engine.current_stage
+        stage_id = stage.id
+        if stage.two_phase and self.engine.available_tools():
+            async with aclosing(self._phase1(turn)) as phase1:
+                async for event in phase1:
+                    yield event
+        turn.phase = 2
+        final = LLMResult()
+        async with aclosing(self._answer_rounds(turn, two_phase=stage.two_phase)) as rounds:
+            async for item in rounds:
+                if isinstance(item, LLMResult):
+                    final = item
+                else:
+                    yield item
+        answer = final.full_text
+
+        # record, count and move on before yielding anything, so a consumer that stops at any event
+        # never leaves a turn recorded but not counted
+        self._commit(turn, Message.assistant(answer))
+        self.engine.record_turn()
+        outcome = await self.engine.evaluate_transitions(
+            answer, turn.calls, turn.results, llm_decision=turn.decision
+        )
+        transition = outcome.transition if outcome.should_transition else None
+        if transition is not None:
+            await self.engine.execute_transition(
+                transition, reason=outcome.reason, data=outcome.data, turn_id=turn.turn_id
+            )
+        await self.engine.hooks.emit(
+            "on_playbook_turn_end", self.engine.hook_context(turn.turn_id), answer, len(turn.calls)
+        )
+        result = PlaybookTurnResult(
+            turn_id=turn.turn_id,
+            response=answer,
+            tool_calls=list(turn.calls),
+            tool_results=list(turn.results),
+            transitioned=transition is not None,
+            transition=transition,
+            from_stage=stage_id,
+            stage=self.engine.current_stage.id,
+            phase1_timed_out=turn.phase1_timed_out,
+            usage=turn.usage,
+        )
+        self._results[turn.turn_id] = result
+        yield LLMFinalEvent(turn.turn_id, final.model_copy(update={"tool_calls": list(turn.calls)}))
+        if transition is not None:
+            yield StageChangeEvent(turn.turn_id, stage_id, transition.target, transition.id, outcome.reason)
+        log.info(
+            "playbook turn done in %.0f ms (%d tool calls, stage %s)",
+            watch.elapsed_ms(),
+            len(turn.calls),
+            result.stage,
+            extra=self._log_ids(turn.turn_id),
+        )
+        yield TurnCompleteEvent(
+            turn.turn_id,
+            answer,
+            {
+                "stage": result.stage,
+                "from_stage": stage_id,
+                "transitioned": result.transitioned,
+                "tool_calls": len(turn.calls),
+                "phase1_timed_out": turn.phase1_timed_out,
+            },
+        )
+
+    async def _phase1(self, turn: _Turn) -> AsyncGenerator[TurnEvent, None]:
+        """The silent tool loop, bounded by ``phase1_timeout_s``.
+
+        The deadline guards each LLM call and tool round, never a ``yield``: a timeout must not fire in the
+        consumer's code while this generator is suspended.
+        """
+        deadline = asyncio.get_running_loop().time() + self.phase1_timeout_s
+        pending: list[TurnEvent] = []
+        events: list[TurnEvent] = []
+        try:
+            while True:
+                tools = self.engine.available_tools()
+                remaining = self.max_tool_calls_per_turn - len(turn.calls)
+                if not tools or remaining <= 0 or turn.decision is not None:
+                    break
+                request = self._request(turn, self.engine.tool_choice(), with_tools=True)
+                async with asyncio.timeout_at(deadline):
+                    result = await self._complete(request, turn.turn_id)
+                turn.usage = _add_usage(turn.usage, result.usage)
+                if not result.tool_calls:
+                    break
+                try:
+                    async with asyncio.timeout_at(deadline):
+                        await self._run_tools(turn, result.tool_calls, result.full_text, pending)
+                finally:
+                    events, pending = pending, []
+                for event in events:
+                    yield event
+                events = []
+        except TimeoutError:
+            turn.phase1_timed_out = True
+            log.warning(
+                "phase 1 hit its %.1f s timeout after %d tool calls",
+                self.phase1_timeout_s,
+                len(turn.calls),
+                extra=self._log_ids(turn.turn_id),
+            )
+            for event in events:
+                yield event
+
+    async def _answer_rounds(
+        self, turn: _Turn, *, two_phase: bool
+    ) -> AsyncGenerator[TurnEvent | LLMResult, None]:
+        """Phase 2: stream the answer. Single-phase stages run tools between streamed rounds."""
+        while True:
+            can_call = not two_phase and len(turn.calls) < self.max_tool_calls_per_turn
+            tools_available = bool(self.engine.available_tools())
+            choice: ToolChoice = self.engine.tool_choice() if can_call else "none"
+            if not tools_available:
+                choice = "auto"
+            request = self._request(turn, choice, with_tools=tools_available)
+            result: LLMResult | None = None
+            async with aclosing(self._stream(request, turn)) as stream:
+                async for item in stream:
+                    if isinstance(item, LLMResult):
+                        result = item
+                    else:
+                        yield item
+            assert result is not None
+            turn.usage = _add_usage(turn.usage, result.usage)
+            if can_call and result.tool_calls and tools_available:
+                events: list[TurnEvent] = []
+                turn.streamed = ""  # this round's text is recorded with its tool calls
+                await self._run_tools(turn, result.tool_calls, result.full_text, events)
+                for event in events:
+                    yield event
+                if turn.decision is None:
+                    continue
+                # a stage change was asked for: one more round without tools for the closing words
+                two_phase = True
+                continue
+            yield result
+            return
+
+    # ------------------------------------------------------------------------------------------ LLM calls
+
+    def _request(self, turn: _Turn, choice: ToolChoice, *, with_tools: bool) -> LLMRequest:
+        messages = [*self._history, turn.user, *turn.exchange]
+        prompt = self.engine.effective_system_prompt()
+        if prompt:
+            messages.insert(0, Message.system(prompt))
+        request = LLMRequest(
+            messages=messages,
+            tools=self.engine.available_tools() if with_tools else [],
+            tool_choice=choice if with_tools else "auto",
+            metadata={
+                "session_id": self.session_id,
+                "turn_id": turn.turn_id,
+                "playbook_id": self.playbook.id,
+                "stage": self.engine.current_stage.id,
+                "phase": turn.phase,
+            },
+        )
+        return request.with_config(self.engine.effective_llm_config())
+
+    def _on_retry(self, turn_id: str) -> Any:
+        def note(attempt: int, exc: ProviderError, delay: float) -> None:
+            log.warning(
+                "LLM call failed (attempt %d, [%s]); retrying in %.2f s",
+                attempt,
+                exc.code,
+                delay,
+                extra=self._log_ids(turn_id),
+            )
+
+        return note
+
+    async def _complete(self, request: LLMRequest, turn_id: str) -> LLMResult:
+        ctx = self._hook_ctx(turn_id, "llm")
+        await self.hooks.call("on_llm_start", ctx, request)
+        watch = Stopwatch()
+        try:
+            result = await call_with_retries(
+                lambda: self.llm.complete(request), self.retry_policy, on_retry=self._on_retry(turn_id)
+            )
+        except ProviderError as exc:
+            self.metrics.increment(MetricNames.ERRORS, 1, {"component": "llm", "code": exc.code})
+            await self.hooks.call("on_llm_error", ctx, exc)
+            raise
+        timing = watch.timing()
+        self.metrics.timing(MetricNames.LLM_DURATION, timing.duration_ms, {"provider": self.llm.name})
+        await self.hooks.call("on_llm_end", ctx, result, timing)
+        return result
+
+    async def _stream(self, request: LLMRequest, turn: _Turn) -> AsyncGenerator[TurnEvent | LLMResult, None]:
+        ctx = self._hook_ctx(turn.turn_id, "llm")
+        await self.hooks.call("on_llm_start", ctx, request)
+        watch = Stopwatch()
+        text: list[str] = []
+        acc = ToolCallAccumulator(self.llm.name)
+        final_calls: list[ToolCallRequest] = []
+        stop_reason: Any = "end_turn"
+        usage: Usage | None = None
+        index = 0
+        first = True
+        try:
+            chunks = stream_with_retries(
+                lambda: self.llm.stream(request), self.retry_policy, on_retry=self._on_retry(turn.turn_id)
+            )
+            async with _closing(chunks):
+                async for chunk in chunks:
+                    if first:
+                        first = False
+                        self.metrics.timing(
+                            MetricNames.LLM_TTFT, watch.elapsed_ms(), {"provider": self.llm.name}
+                        )
+                    if chunk.content:
+                        text.append(chunk.content)
+                        turn.streamed += chunk.content
+                        await self.hooks.call("on_llm_chunk", ctx, chunk, index)
+                        index += 1
+                        yield LLMChunkEvent(turn.turn_id, chunk.content)
+                    for delta in chunk.tool_call_deltas:
+                        acc.add(delta)
+                    if chunk.done:
+                        final_calls = list(chunk.tool_calls)
+                        stop_reason = chunk.stop_reason or stop_reason
+                        usage = chunk.usage
+            if not final_calls and acc:
+                final_calls = acc.calls()
+        except ProviderError as exc:
+            self.metrics.increment(MetricNames.ERRORS, 1, {"component": "llm", "code": exc.code})
+            await self.hooks.call("on_llm_error", ctx, exc)
+            raise
+        self.metrics.timing(MetricNames.LLM_DURATION, watch.elapsed_ms(), {"provider": self.llm.name})
+        if request.tool_choice == "none" and final_calls:
+            log.info("ignoring tool calls asked for with tool_choice=none", extra=self._log_ids(turn.turn_id))
+            final_calls = []
+        result = LLMResult(
+            full_text="".join(text), tool_calls=final_calls, stop_reason=stop_reason, usage=usage
+        )
+        if not final_calls:
+            await self.hooks.llm_end(ctx, result, watch.timing())  # a guardrail may withhold the answer
+        yield result
+
+    # ------------------------------------------------------------------------------------------ tools
+
+    async def _run_tools(
+        self, turn: _Turn, calls: list[ToolCallRequest], text: str, events: list[TurnEvent]
+    ) -> None:
+        """Run ``calls`` (within the per-turn limit) and record the completed ones with their results."""
+        remaining = self.max_tool_calls_per_turn - len(turn.calls)
+        if len(calls) > remaining:
+            log.warning(
+                "tool call limit (%d per turn) reached: %d call(s) not run",
+                self.max_tool_calls_per_turn,
+                len(calls) - max(remaining, 0),
+                extra=self._log_ids(turn.turn_id),
+            )
+            calls = calls[: max(remaining, 0)]
+        if not calls:
+            return
+        done: dict[str, ToolResult] = {}
+        offered = set(self.engine.tool_names())
+
+        def record(result: ToolResult) -> None:
+            done[result.call_id] = result
+
+        for call in calls:
+            events.append(ToolCallEvent(turn.turn_id, call))
+        to_execute: list[ToolCallRequest] = []
+        for call in calls:
+            if call.name == TRANSITION_TOOL_NAME:
+                record(self._transition_call(turn, call))
+            elif call.name not in offered:
+                record(
+                    ToolResult(
+                        call_id=call.call_id,
+                        tool_name=call.name,
+                        success=False,
+                        error=f"tool {call.name!r} is not available in stage {self.engine.current_stage.id!r}",
+                        error_code="tool_not_found",
+                    )
+                )
+            else:
+                to_execute.append(call)
+        try:
+            if to_execute:
+                context = ToolContext(
+                    self.session_id, turn.turn_id, None, {"stage": self.engine.current_stage.id}
+                )
+                # on cancellation the executor cancels "cancel" tools and lets "finish" ones complete;
+                # every result that completed reaches record() either way
+                await self.executor.execute(to_execute, context, on_result=record)
+        finally:
+            # runs on success, timeout and cancellation alike: record exactly the calls that completed
+            completed = [c for c in calls if c.call_id in done]
+            if completed:
+                turn.exchange.append(Message.assistant(text, tool_calls=completed))
+                for call in completed:
+                    result = done[call.call_id]
+                    turn.exchange.append(
+                        Message.tool(result.content_for_llm(), tool_call_id=call.call_id, tool_name=call.name)
+                    )
+                    turn.calls.append(call)
+                    turn.results.append(result)
+                    events.append(ToolResultEvent(turn.turn_id, result))
+
+    def _transition_call(self, turn: _Turn, call: ToolCallRequest) -> ToolResult:
+        try:
+            decision = self.engine.parse_llm_decision(call)
+        except PlaybookError as exc:
+            return ToolResult(
+                call_id=call.call_id,
+                tool_name=call.name,
+                success=False,
+                error=exc.message,
+                error_code=exc.code,
+            )
+        turn.decision = decision
+        return ToolResult(
+            call_id=call.call_id,
+            tool_name=call.name,
+            success=True,
+            result={
+                "ok": True,
+                "target_stage": decision.target_stage,
+                "note": "the stage changes after this turn",
+            },
+        )
+
+    # ------------------------------------------------------------------------------------------ history
+
+    def _append(self, messages: list[Message]) -> None:
+        self._history.extend(messages)
+        if self.history_limit and len(self._history) > self.history_limit:
+            self._history = window(self._history, self.history_limit)
+
+    def _commit(self, turn: _Turn, answer: Message | None) -> None:
+        turn.committed = True
+        messages = [turn.user, *turn.exchange]
+        if answer is not None:
+            messages.append(answer)
+        self._append(messages)
+        if answer is not None:
+            self._answers[turn.turn_id] = answer
+            while len(self._answers) > 32:
+                self._answers.popitem(last=False)
+            spoken = self._spoken.pop(turn.turn_id, None)
+            if spoken is not None and not answer.interrupted:
+                self._rewrite_answer(turn.turn_id, spoken)
+        self._spoken.pop(turn.turn_id, None)
+
+    def _commit_partial(self, turn: _Turn, *, keep_answer: bool) -> None:
+        answer = None
+        if keep_answer:
+            spoken = self._spoken.pop(turn.turn_id, None)
+            content = spoken if spoken is not None else turn.streamed
+            if content.strip():
+                answer = Message.assistant(content.strip(), interrupted=True)
+        self._commit(turn, answer)
+
+    # ------------------------------------------------------------------------------------------ ids
+
+    def _hook_ctx(self, turn_id: str, component: str) -> HookContext:
+        return HookContext(session_id=self.session_id, turn_id=turn_id, component=component)
+
+    def _log_ids(self, turn_id: str) -> dict[str, Any]:
+        return {
+            "session_id": self.session_id,
+            "turn_id": turn_id,
+            "playbook_id": self.playbook.id,
+            "stage_id": self.engine.current_stage.id,
+        }
+
+
+@asynccontextmanager
+async def _closing(stream: AsyncIterator[Any]) -> AsyncGenerator[None, None]:
+    """Close an async iterator (when it can be closed) however the block ends."""
+    try:
+        yield
+    finally:
+        aclose = getattr(stream, "aclose", None)
+        if aclose is not None:
+            await aclose()
+
+
+def _add_usage(total: Usage | None, more: Usage | None) -> Usage | None:
+    if more is None:
+        return total
+    if total is None:
+        return more
+    return Usage(
+        input_tokens=total.input_tokens + more.input_tokens,
+        output_tokens=total.output_tokens + more.output_tokens,
+    )
+
+
+__all__ = ["PlaybookOrchestrator", "PlaybookTurnResult", "default_retry_policy"]

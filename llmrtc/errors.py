@@ -196,6 +196,32 @@ class ProtocolError(LLMRTCError):
     code = "protocol_error"
 
 
+# ---------------------------------------------------------------------------------------------- sessions
+
+
+class SessionStoreError(LLMRTCError):
+    """The conversation session store failed (unreachable, timed out, or held an unreadable state).
+
+    Callers (the worker) treat it as "no stored session": the conversation starts fresh, never crashes.
+    """
+
+    code = "session_store_error"
+
+
+class SessionConflictError(SessionStoreError):
+    """A save was refused because another writer saved a newer version of the session first."""
+
+    code = "session_conflict"
+
+    def __init__(
+        self, message: str, *, session_id: str = "", expected_version: int = 0, stored_version: int = 0
+    ) -> None:
+        super().__init__(message)
+        self.session_id = session_id
+        self.expected_version = expected_version
+        self.stored_version = stored_version
+
+
 __all__ = [
     "AudioError",
     "AuthenticationError",
@@ -213,6 +239,8 @@ __all__ = [
     "ProviderServerError",
     "ProviderTimeoutError",
     "RateLimitError",
+    "SessionConflictError",
+    "SessionStoreError",
     "ToolError",
     "ToolExecutionError",
     "ToolNotFoundError",

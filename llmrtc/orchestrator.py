@@ -18,6 +18,10 @@ Barge-in: close the iterator (``aclose()``, or cancel the task iterating it) and
 :meth:`ConversationOrchestrator.interrupt` with what was heard. Without ``spoken_text``, the spoken part is
 the text of the TTS segments whose last audio event was delivered to the consumer (the LLM text
 delivered, when there is no TTS). ``interrupt`` also works after the iterator ended (audio still playing out).
+
+The speech steps (STT, user message with vision, sentence-chunked streaming TTS) are
+:class:`llmrtc.speech.SpeechPipeline`'s; the turn plumbing (event queue, guardrail hold, barge-in
+bookkeeping) is :mod:`llmrtc.turns`. Both are public, for writing other orchestrators.
 """
 
 from __future__ import annotations
@@ -26,15 +30,14 @@ import asyncio
 import logging
 import uuid
 from collections import OrderedDict
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
-from contextlib import suppress
+from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from llmrtc.chunking import Chunker, SentenceChunker, as_chunker
-from llmrtc.errors import ConfigError, GuardrailError, LLMRTCError, ProviderError
+from llmrtc.chunking import Chunker
+from llmrtc.errors import ConfigError, GuardrailError
 from llmrtc.events import (
     ErrorEvent,
     LLMChunkEvent,
@@ -42,17 +45,27 @@ from llmrtc.events import (
     ToolCallEvent,
     ToolResultEvent,
     TranscriptEvent,
-    TTSAudioEvent,
     TTSCompleteEvent,
-    TTSStartEvent,
     TurnCompleteEvent,
     TurnEvent,
 )
-from llmrtc.history import window
+from llmrtc.history import is_consistent, window
 from llmrtc.hooks import HookContext, HookRunner, Stopwatch
 from llmrtc.metrics import MetricNames, MetricsAdapter, safe_metrics
 from llmrtc.providers.base import LLMProvider, STTProvider, ToolCallAccumulator, TTSProvider, VisionProvider
+from llmrtc.speech import SpeechPipeline, StreamingSpeaker
 from llmrtc.tools import ToolContext, ToolExecutor, ToolRegistry
+from llmrtc.turns import (
+    END_OF_TURN,
+    EndOfTurn,
+    QueueItem,
+    SpeechTurn,
+    TurnEmitter,
+    TurnFailed,
+    TurnOutcome,
+    aclose_quietly,
+    collect_outcome,
+)
 from llmrtc.types import (
     LLMRequest,
     LLMResult,
@@ -62,11 +75,9 @@ from llmrtc.types import (
     STTResult,
     ToolCallRequest,
     ToolResult,
-    TTSChunk,
     TTSConfig,
     Usage,
     VisionAttachment,
-    VisionRequest,
 )
 
 log = logging.getLogger("llmrtc.orchestrator")
@@ -114,205 +125,12 @@ class OrchestratorConfig(BaseModel):
 
 
 @dataclass(slots=True)
-class TurnOutcome:
-    """Everything a turn produced (the collected form of ``run_*_stream``)."""
+class _Turn(SpeechTurn):
+    """A conversation turn: the speech turn plus its tool rounds, recorded when the turn ends."""
 
-    turn_id: str
-    transcript: str = ""
-    text: str = ""
-    events: list[TurnEvent] = field(default_factory=list)
-    audio: bytes = b""
-    sample_rate: int | None = None
-    tool_calls: list[ToolCallRequest] = field(default_factory=list)
-    tool_results: list[ToolResult] = field(default_factory=list)
-    error: LLMRTCError | None = None
-    completed: bool = False
-
-    @property
-    def audio_duration_s(self) -> float:
-        return len(self.audio) / 2 / self.sample_rate if self.sample_rate else 0.0
-
-
-class _TurnFailed(Exception):
-    def __init__(self, error: LLMRTCError, component: str) -> None:
-        super().__init__(error.message)
-        self.error = error
-        self.component = component
-
-
-class _End:
-    pass
-
-
-_END = _End()
-QueueItem = TurnEvent | _End
-
-
-@dataclass(slots=True)
-class _Turn:
-    id: str
-    speaker: str | None
-    ctx: HookContext
-    watch: Stopwatch
-    speak: bool
     pending: list[Message] = field(default_factory=list)
     open_calls: list[ToolCallRequest] = field(default_factory=list)
     finished: dict[str, ToolResult] = field(default_factory=dict)
-    spoken: list[str] = field(default_factory=list)
-    shown: list[str] = field(default_factory=list)
-    final_text: str = ""
-    outcome: str = "running"
-    interrupted: bool = False
-    spoken_override: str | None = None
-    producer: asyncio.Task[None] | None = None
-    first_audio: bool = False
-
-    def consumed(self, event: TurnEvent) -> None:
-        if isinstance(event, TTSAudioEvent) and event.last_in_segment:
-            self.spoken.append(event.text)
-        elif isinstance(event, LLMChunkEvent):
-            self.shown.append(event.content)
-
-    def spoken_text(self) -> str:
-        if self.spoken_override is not None:
-            return self.spoken_override.strip()
-        if self.speak:
-            return " ".join(s.strip() for s in self.spoken if s.strip())
-        return "".join(self.shown).strip()
-
-
-class _Emitter:
-    """Puts events on the turn's queue; holds a round's events until its guardrail passed."""
-
-    def __init__(self, queue: asyncio.Queue[QueueItem], hold: bool) -> None:
-        self.queue = queue
-        self.hold = hold
-        self._held: dict[int, list[TurnEvent]] = {}
-        self._released: set[int] = set()
-        self._dropped: set[int] = set()
-
-    def emit(self, event: TurnEvent, round_no: int | None = None) -> None:
-        if round_no is not None and round_no in self._dropped:
-            return
-        if self.hold and round_no is not None and round_no not in self._released:
-            self._held.setdefault(round_no, []).append(event)
-            return
-        self.queue.put_nowait(event)
-
-    def release(self, round_no: int) -> None:
-        self._released.add(round_no)
-        for event in self._held.pop(round_no, []):
-            self.queue.put_nowait(event)
-
-    def drop(self, round_no: int) -> None:
-        self._dropped.add(round_no)
-        self._held.pop(round_no, None)
-
-    def dropped(self, round_no: int) -> bool:
-        return round_no in self._dropped
-
-
-def _as_error(exc: BaseException, component: str, provider: str = "") -> LLMRTCError:
-    if isinstance(exc, LLMRTCError):
-        return exc
-    return ProviderError(f"{component} failed: {type(exc).__name__}: {exc}", provider=provider)
-
-
-async def _aclose(obj: object) -> None:
-    close = getattr(obj, "aclose", None)
-    if close is not None:
-        with suppress(Exception):
-            await close()
-
-
-class _Speaker:
-    """Synthesizes the turn's sentences one after another while the LLM goes on."""
-
-    def __init__(
-        self, orch: ConversationOrchestrator, turn: _Turn, tts: TTSProvider, emitter: _Emitter
-    ) -> None:
-        self._orch = orch
-        self._turn = turn
-        self._tts = tts
-        self._emitter = emitter
-        self._queue: asyncio.Queue[tuple[str, int] | None] = asyncio.Queue()
-        self._segment = 0
-        self.started = False
-        self.failed = False
-        self._task = asyncio.create_task(self._run(), name=f"tts-{turn.id}")
-
-    def say(self, text: str, round_no: int) -> None:
-        if text.strip() and not self.failed:
-            self._queue.put_nowait((text.strip(), round_no))
-
-    async def finish(self) -> None:
-        """Wait until everything said so far was synthesized."""
-        self._queue.put_nowait(None)
-        await self._task
-
-    async def aclose(self) -> None:
-        if not self._task.done():
-            self._task.cancel()
-        with suppress(asyncio.CancelledError):
-            await self._task
-
-    async def _run(self) -> None:
-        while True:
-            item = await self._queue.get()
-            if item is None:
-                return
-            text, round_no = item
-            if self.failed or self._emitter.dropped(round_no):
-                continue
-            await self._speak(text, round_no)
-
-    async def _speak(self, text: str, round_no: int) -> None:
-        orch, turn = self._orch, self._turn
-        segment = self._segment
-        self._segment += 1
-        ctx = turn.ctx.child(component="tts")
-        await orch.hooks.call("on_tts_start", ctx, text)
-        watch = Stopwatch()
-        prev: TTSChunk | None = None
-        stream = self._tts.speak_stream(text, orch.config.tts)
-        try:
-            async for chunk in stream:
-                if self._emitter.dropped(round_no):
-                    return
-                if prev is None:
-                    orch.metrics.timing(
-                        MetricNames.TTS_TTFB, watch.elapsed_ms(), {"provider": self._tts.name}
-                    )
-                if not self.started:
-                    self.started = True
-                    self._emitter.emit(TTSStartEvent(turn.id), round_no)
-                await orch.hooks.call("on_tts_chunk", ctx, chunk)
-                if prev is not None:
-                    self._emitter.emit(TTSAudioEvent(turn.id, prev, text, segment, False), round_no)
-                elif not turn.first_audio:
-                    turn.first_audio = True
-                    orch.metrics.timing(MetricNames.TURN_FIRST_AUDIO, turn.watch.elapsed_ms())
-                prev = chunk
-            if prev is not None:
-                self._emitter.emit(TTSAudioEvent(turn.id, prev, text, segment, True), round_no)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            error = _as_error(exc, "tts", self._tts.name)
-            self.failed = True
-            log.warning(
-                "tts failed (%s): [%s] %s; the rest of the answer is not spoken", ctx.ids(), error.code, error
-            )
-            orch.metrics.increment(MetricNames.ERRORS, 1, {"component": "tts", "code": error.code})
-            await orch.hooks.call("on_tts_error", ctx, error)
-            await orch.hooks.call("on_error", ctx, error)
-            self._emitter.emit(ErrorEvent(turn.id, error, "tts"))
-            return
-        finally:
-            await _aclose(stream)
-        timing = watch.timing()
-        orch.metrics.timing(MetricNames.TTS_DURATION, timing.duration_ms, {"provider": self._tts.name})
-        await orch.hooks.call("on_tts_end", ctx, timing)
 
 
 class ConversationOrchestrator:
@@ -344,7 +162,10 @@ class ConversationOrchestrator:
             tools if tools is not None else (tool_executor.registry if tool_executor else ToolRegistry())
         )
         self.tool_executor = tool_executor or ToolExecutor(self.tools, hooks=self.hooks, metrics=self.metrics)
-        self._chunker_spec = chunker
+        self.speech = SpeechPipeline(
+            providers, self.config, hooks=self.hooks, metrics=self.metrics, chunker=chunker
+        )
+        """The speech steps of the turns (STT, user message, streaming TTS): :mod:`llmrtc.speech`."""
         self._history: list[Message] = []
         self._active: dict[str, _Turn] = {}
         self._recent: OrderedDict[str, list[Message]] = OrderedDict()
@@ -364,6 +185,38 @@ class ConversationOrchestrator:
     def reset(self) -> None:
         """Forget the conversation (history and interrupt records)."""
         self._history.clear()
+        self._recent.clear()
+
+    def load_history(self, messages: Sequence[Message]) -> None:
+        """Replace the history with ``messages`` (e.g. a stored session's), oldest first, no system prompt.
+
+        The messages are copied and made safe for the next LLM request: at most ``max_stored_messages``
+        are kept, and tool calls without results (or results without calls) are dropped, so a damaged
+        stored history cannot break a vendor request. Raises :class:`ConfigError` while a turn runs or
+        when an item is not a message.
+        """
+        if self._active:
+            raise ConfigError("load_history cannot run while a turn is running")
+        try:
+            loaded = [Message.model_validate(m).model_copy(deep=True) for m in messages]
+        except ValidationError as exc:
+            raise ConfigError(f"load_history needs Message items: {exc.errors()[0].get('msg', exc)}") from exc
+        kept = window(loaded, self.config.max_stored_messages)
+        repaired = not is_consistent(kept)
+        if repaired:  # calls and results out of order: keep the words, drop the tool exchanges
+            kept = [
+                m.model_copy(update={"tool_calls": []}) if m.tool_calls else m
+                for m in kept
+                if m.role != "tool" and not (m.tool_calls and not m.content.strip())
+            ]
+        if repaired or len(kept) != len(loaded):
+            log.warning(
+                "load_history (session=%s): kept %d of %d messages (limit or broken tool exchanges)",
+                self.session_id,
+                len(kept),
+                len(loaded),
+            )
+        self._history = kept
         self._recent.clear()
 
     def _append(self, messages: list[Message]) -> None:
@@ -419,7 +272,9 @@ class ConversationOrchestrator:
         turn_id: str | None = None,
     ) -> TurnOutcome:
         """:meth:`run_turn_stream`, collected."""
-        return await self._collect(self.run_turn_stream(audio, attachments, speaker=speaker, turn_id=turn_id))
+        return await collect_outcome(
+            self.run_turn_stream(audio, attachments, speaker=speaker, turn_id=turn_id)
+        )
 
     async def run_text_turn(
         self,
@@ -431,7 +286,7 @@ class ConversationOrchestrator:
         speak: bool | None = None,
     ) -> TurnOutcome:
         """:meth:`run_text_turn_stream`, collected."""
-        return await self._collect(
+        return await collect_outcome(
             self.run_text_turn_stream(text, attachments, speaker=speaker, turn_id=turn_id, speak=speak)
         )
 
@@ -457,33 +312,6 @@ class ConversationOrchestrator:
         return True
 
     # ------------------------------------------------------------------------------ the turn
-
-    async def _collect(self, events: AsyncIterator[TurnEvent]) -> TurnOutcome:
-        outcome: TurnOutcome | None = None
-        audio = bytearray()
-        async for event in events:
-            if outcome is None:
-                outcome = TurnOutcome(turn_id=event.turn_id)
-            outcome.events.append(event)
-            if isinstance(event, TranscriptEvent):
-                outcome.transcript = event.result.text
-            elif isinstance(event, LLMFinalEvent):
-                outcome.text = event.result.full_text
-            elif isinstance(event, TTSAudioEvent):
-                audio.extend(event.chunk.pcm)
-                outcome.sample_rate = event.chunk.sample_rate
-            elif isinstance(event, ToolCallEvent):
-                outcome.tool_calls.append(event.call)
-            elif isinstance(event, ToolResultEvent):
-                outcome.tool_results.append(event.result)
-            elif isinstance(event, ErrorEvent) and outcome.error is None and event.component != "tts":
-                outcome.error = event.error
-            elif isinstance(event, TurnCompleteEvent):
-                outcome.completed = True
-        if outcome is None:  # pragma: no cover - every turn yields at least one event
-            raise RuntimeError("turn produced no events")
-        outcome.audio = bytes(audio)
-        return outcome
 
     async def _stream(
         self,
@@ -514,7 +342,7 @@ class ConversationOrchestrator:
                 if not audio:
                     result = STTResult(text="")
                 else:
-                    result = await self._transcribe(turn, audio)
+                    result = await self.speech.transcribe(turn, audio)
             else:
                 result = STTResult(text=text or "")
             yield TranscriptEvent(tid, result, speaker)
@@ -523,19 +351,19 @@ class ConversationOrchestrator:
                 turn.outcome = "empty"
                 yield TurnCompleteEvent(tid, "", {"empty_transcript": True})
                 return
-            turn.pending.append(await self._user_message(turn, result.text, attachments))
+            turn.pending.append(await self.speech.user_message(turn, result.text, attachments))
             if turn.interrupted:
                 return
             turn.producer = asyncio.create_task(self._produce(turn, queue), name=f"turn-{tid}")
             while True:
                 event = await queue.get()
-                if isinstance(event, _End) or turn.interrupted:
+                if isinstance(event, EndOfTurn) or turn.interrupted:
                     break
                 if isinstance(event, TurnCompleteEvent):
                     self._finish(turn, "completed")
                 turn.consumed(event)  # delivered to the consumer: counts as taken
                 yield event
-        except _TurnFailed as failed:
+        except TurnFailed as failed:
             turn.outcome = "error"
             yield ErrorEvent(tid, failed.error, failed.component)
         finally:
@@ -551,92 +379,9 @@ class ConversationOrchestrator:
             self.metrics.timing(MetricNames.TURN_DURATION, timing.duration_ms, {"outcome": turn.outcome})
             await self.hooks.call("on_turn_end", turn.ctx.child(metadata={"outcome": turn.outcome}), timing)
 
-    async def _fail(self, turn: _Turn, exc: BaseException, component: str, provider: str = "") -> _TurnFailed:
-        error = _as_error(exc, component, provider)
-        ctx = turn.ctx.child(component=component)
-        log.warning("%s failed (%s): [%s] %s", component, ctx.ids(), error.code, error)
-        self.metrics.increment(MetricNames.ERRORS, 1, {"component": component, "code": error.code})
-        if not isinstance(error, GuardrailError):
-            await self.hooks.call(f"on_{component}_error", ctx, error)
-        await self.hooks.call("on_error", ctx, error)
-        return _TurnFailed(error, component)
-
-    async def _transcribe(self, turn: _Turn, audio: bytes) -> STTResult:
-        stt = self.providers.stt
-        if stt is None:
-            raise await self._fail(turn, ConfigError("an audio turn needs an STT provider"), "stt")
-        ctx = turn.ctx.child(component="stt")
-        await self.hooks.call("on_stt_start", ctx, audio)
-        watch = Stopwatch()
-        try:
-            result = await stt.transcribe(audio, self.config.stt)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            raise await self._fail(turn, exc, "stt", stt.name) from exc
-        timing = watch.timing()
-        self.metrics.timing(MetricNames.STT_DURATION, timing.duration_ms, {"provider": stt.name})
-        await self.hooks.call("on_stt_end", ctx, result, timing)
-        return result
-
-    async def _user_message(
-        self, turn: _Turn, text: str, attachments: Sequence[VisionAttachment] | None
-    ) -> Message:
-        try:
-            images = [
-                a if isinstance(a, VisionAttachment) else VisionAttachment.model_validate(a)
-                for a in attachments or []
-            ]
-        except ValidationError as exc:
-            reason = exc.errors()[0].get("msg", "invalid")
-            bad = LLMRTCError(f"invalid attachment: {reason}", code="invalid_attachment")
-            raise await self._fail(turn, bad, "vision") from exc
-        if images and not self.providers.llm.capabilities.vision:
-            vision = self.providers.vision
-            if vision is None:
-                log.warning(
-                    "dropping %d attachment(s): the LLM cannot see images and no vision provider is set (%s)",
-                    len(images),
-                    turn.ctx.ids(),
-                )
-            else:
-                try:
-                    described = await vision.describe(
-                        VisionRequest(prompt=self.config.vision_prompt, attachments=images)
-                    )
-                    text = f"{text}\n\n[Attached image: {described.description}]"
-                except asyncio.CancelledError:
-                    raise
-                except Exception as exc:
-                    error = _as_error(exc, "vision", vision.name)
-                    log.warning("vision failed (%s): %s; going on without the image", turn.ctx.ids(), error)
-                    self.metrics.increment(MetricNames.ERRORS, 1, {"component": "vision", "code": error.code})
-                    await self.hooks.call("on_error", turn.ctx.child(component="vision"), error)
-            images = []
-        return Message.user(text, name=turn.speaker, attachments=images)
-
-    def _new_chunker(self) -> Chunker:
-        spec = self._chunker_spec
-        if spec is None:
-            return SentenceChunker()
-        chunker = as_chunker(spec)
-        reset = getattr(chunker, "reset", None)
-        if callable(reset):
-            reset()
-        else:
-            chunker.flush()
-        return chunker
-
-    def _hold(self) -> bool:
-        if self.config.hold_output_for_guardrail is not None:
-            return self.config.hold_output_for_guardrail
-        return self.hooks.has_guardrail()
-
     async def _produce(self, turn: _Turn, queue: asyncio.Queue[QueueItem]) -> None:
-        emitter = _Emitter(queue, self._hold())
-        speaker = (
-            _Speaker(self, turn, self.providers.tts, emitter) if turn.speak and self.providers.tts else None
-        )
+        emitter = TurnEmitter(queue, self.speech.hold_output())
+        speaker = self.speech.speaker(turn, emitter)
         tools = self.tools.definitions() if len(self.tools) else []
         rounds = self.config.max_tool_rounds
         try:
@@ -669,7 +414,7 @@ class ConversationOrchestrator:
                 if speaker.started:
                     emitter.emit(TTSCompleteEvent(turn.id))
             emitter.emit(TurnCompleteEvent(turn.id, final.full_text, {"tool_rounds": round_no}))
-        except _TurnFailed as failed:
+        except TurnFailed as failed:
             turn.outcome = "error"
             emitter.emit(ErrorEvent(turn.id, failed.error, failed.component))
         except asyncio.CancelledError:
@@ -677,25 +422,25 @@ class ConversationOrchestrator:
         except Exception as exc:  # a bug or an unexpected provider failure: fail the turn, never crash
             log.exception("turn failed unexpectedly (%s)", turn.ctx.ids())
             turn.outcome = "error"
-            unexpected = await self._fail(turn, exc, "orchestrator")
+            unexpected = await self.speech.fail(turn, exc, "orchestrator")
             emitter.emit(ErrorEvent(turn.id, unexpected.error, unexpected.component))
         finally:
             if speaker is not None:
                 await speaker.aclose()
-            queue.put_nowait(_END)
+            queue.put_nowait(END_OF_TURN)
 
     async def _llm_round(
         self,
         turn: _Turn,
         request: LLMRequest,
         round_no: int,
-        speaker: _Speaker | None,
-        emitter: _Emitter,
+        speaker: StreamingSpeaker | None,
+        emitter: TurnEmitter,
     ) -> LLMResult:
         llm = self.providers.llm
         ctx = turn.ctx.child(component="llm")
         await self.hooks.call("on_llm_start", ctx, request)
-        chunker = self._new_chunker() if speaker is not None and self.config.streaming_tts else None
+        chunker = self.speech.stream_chunker(speaker)
         watch = Stopwatch()
         parts: list[str] = []
         calls: list[ToolCallRequest] = []
@@ -729,9 +474,9 @@ class ConversationOrchestrator:
             raise
         except Exception as exc:
             emitter.drop(round_no)
-            raise await self._fail(turn, exc, "llm", llm.name) from exc
+            raise await self.speech.fail(turn, exc, "llm", llm.name) from exc
         finally:
-            await _aclose(stream)
+            await aclose_quietly(stream)
         text = "".join(parts)
         if speaker is not None:
             pieces = chunker.flush() if chunker is not None else ([text] if text.strip() else [])
@@ -749,11 +494,11 @@ class ConversationOrchestrator:
             await self.hooks.llm_end(ctx, result, timing)
         except GuardrailError as exc:
             emitter.drop(round_no)
-            raise await self._fail(turn, exc, "llm") from exc
+            raise await self.speech.fail(turn, exc, "llm") from exc
         emitter.release(round_no)
         return result
 
-    async def _run_tools(self, turn: _Turn, result: LLMResult, emitter: _Emitter) -> None:
+    async def _run_tools(self, turn: _Turn, result: LLMResult, emitter: TurnEmitter) -> None:
         calls = result.tool_calls
         turn.pending.append(Message.assistant(result.full_text, tool_calls=calls))
         turn.open_calls = list(calls)

@@ -5,9 +5,9 @@ It offers the same methods and yields the same :mod:`llmrtc.events` as
 ``run_turn``, ``run_text_turn``, ``interrupt``, ``add_context_note``, ``history``), plus
 :class:`~llmrtc.events.StageChangeEvent`, so the worker drives either one the same way.
 
-The speech half is the conversation orchestrator's own: its STT step, vision fallback, sentence chunker and
-streaming-TTS speaker run here unchanged (one :class:`ConversationOrchestrator` is kept as the speech
-pipeline); only the LLM half is replaced by :class:`~llmrtc.playbooks.orchestrator.PlaybookOrchestrator`.
+The speech half is the conversation orchestrator's own: the STT step, vision fallback, sentence chunker and
+streaming-TTS speaker of :class:`~llmrtc.speech.SpeechPipeline`, with the turn plumbing of
+:mod:`llmrtc.turns`; only the LLM half is :class:`~llmrtc.playbooks.orchestrator.PlaybookOrchestrator`.
 Phase 1 of a two-phase turn is silent; the answer is spoken sentence by sentence while it streams.
 
 Barge-in: close the iterator or cancel the task iterating it, and/or call :meth:`interrupt` with what was
@@ -37,27 +37,24 @@ from llmrtc.events import (
 )
 from llmrtc.hooks import HookContext, HookRunner, Stopwatch
 from llmrtc.metrics import MetricNames, MetricsAdapter, safe_metrics
-
-# The speech pipeline of the conversation orchestrator, reused as-is (see the module docstring).
-from llmrtc.orchestrator import (
-    _END,
-    ConversationOrchestrator,
-    ConversationProviders,
-    OrchestratorConfig,
-    QueueItem,
-    TurnOutcome,
-    _Emitter,
-    _End,
-    _Speaker,
-    _Turn,
-    _TurnFailed,
-)
+from llmrtc.orchestrator import ConversationProviders, OrchestratorConfig
 from llmrtc.playbooks.engine import PlaybookEngine
 from llmrtc.playbooks.hooks import PlaybookHooks
 from llmrtc.playbooks.orchestrator import PlaybookOrchestrator
 from llmrtc.playbooks.types import Playbook, Stage
 from llmrtc.providers.resilience import RetryPolicy
+from llmrtc.speech import SpeechPipeline
 from llmrtc.tools import ToolExecutor, ToolRegistry
+from llmrtc.turns import (
+    END_OF_TURN,
+    EndOfTurn,
+    QueueItem,
+    SpeechTurn,
+    TurnEmitter,
+    TurnFailed,
+    TurnOutcome,
+    collect_outcome,
+)
 from llmrtc.types import Message, STTResult, VisionAttachment
 
 log = logging.getLogger("llmrtc.playbooks.voice")
@@ -114,24 +111,19 @@ class VoicePlaybookOrchestrator:
             metrics=metrics,
             session_id=self.session_id,
         )
-        self.speech = ConversationOrchestrator(
-            providers,
-            config,
-            tools=self.playbook_orchestrator.registry,
-            tool_executor=self.playbook_orchestrator.executor,
-            hooks=self.hooks,
-            metrics=metrics,
-            chunker=chunker,
-            session_id=self.session_id,
+        self._config = config or OrchestratorConfig()
+        self.speech = SpeechPipeline(
+            providers, self._config, hooks=self.hooks, metrics=self.metrics, chunker=chunker
         )
+        """The speech steps of the turns (STT, user message, streaming TTS): :mod:`llmrtc.speech`."""
         self.providers = providers
-        self._active: dict[str, _Turn] = {}
+        self._active: dict[str, SpeechTurn] = {}
 
     # ------------------------------------------------------------------------------------------ state
 
     @property
     def config(self) -> OrchestratorConfig:
-        return self.speech.config
+        return self._config
 
     @property
     def engine(self) -> PlaybookEngine:
@@ -188,7 +180,7 @@ class VoicePlaybookOrchestrator:
         turn_id: str | None = None,
     ) -> TurnOutcome:
         """:meth:`run_turn_stream`, collected."""
-        return await self.speech._collect(
+        return await collect_outcome(
             self.run_turn_stream(audio, attachments, speaker=speaker, turn_id=turn_id)
         )
 
@@ -202,7 +194,7 @@ class VoicePlaybookOrchestrator:
         speak: bool | None = None,
     ) -> TurnOutcome:
         """:meth:`run_text_turn_stream`, collected."""
-        return await self.speech._collect(
+        return await collect_outcome(
             self.run_text_turn_stream(text, attachments, speaker=speaker, turn_id=turn_id, speak=speak)
         )
 
@@ -237,7 +229,7 @@ class VoicePlaybookOrchestrator:
         tid = turn_id or uuid.uuid4().hex[:12]
         if tid in self._active:
             raise ConfigError(f"turn {tid!r} is already running")
-        turn = _Turn(
+        turn = SpeechTurn(
             id=tid,
             speaker=speaker,
             ctx=HookContext(session_id=self.session_id, turn_id=tid, participant=speaker),
@@ -250,7 +242,7 @@ class VoicePlaybookOrchestrator:
         await self.hooks.call("on_turn_start", turn.ctx)
         try:
             if audio is not None:
-                result = await self.speech._transcribe(turn, audio) if audio else STTResult(text="")
+                result = await self.speech.transcribe(turn, audio) if audio else STTResult(text="")
             else:
                 result = STTResult(text=text or "")
             yield TranscriptEvent(tid, result, speaker)
@@ -259,13 +251,13 @@ class VoicePlaybookOrchestrator:
                 turn.outcome = "empty"
                 yield TurnCompleteEvent(tid, "", {"empty_transcript": True})
                 return
-            message = await self.speech._user_message(turn, result.text, attachments)
+            message = await self.speech.user_message(turn, result.text, attachments)
             if turn.interrupted:
                 return
             turn.producer = asyncio.create_task(self._produce(turn, message, queue), name=f"pb-turn-{tid}")
             while True:
                 event = await queue.get()
-                if isinstance(event, _End) or turn.interrupted:
+                if isinstance(event, EndOfTurn) or turn.interrupted:
                     break
                 if isinstance(event, TurnCompleteEvent):
                     turn.outcome = "completed"
@@ -273,7 +265,7 @@ class VoicePlaybookOrchestrator:
                     turn.outcome = "error"
                 yield event
                 turn.consumed(event)
-        except _TurnFailed as failed:
+        except TurnFailed as failed:
             turn.outcome = "error"
             yield ErrorEvent(tid, failed.error, failed.component)
         finally:
@@ -289,7 +281,7 @@ class VoicePlaybookOrchestrator:
             self.metrics.timing(MetricNames.TURN_DURATION, timing.duration_ms, {"outcome": turn.outcome})
             await self.hooks.call("on_turn_end", turn.ctx.child(metadata={"outcome": turn.outcome}), timing)
 
-    def _record_interruption(self, turn: _Turn) -> None:
+    def _record_interruption(self, turn: SpeechTurn) -> None:
         """After barge-in the answer keeps only what was spoken (or shown, when nothing is spoken)."""
         turn.outcome = "interrupted"
         self.metrics.increment(MetricNames.INTERRUPTIONS)
@@ -297,12 +289,10 @@ class VoicePlaybookOrchestrator:
         self.playbook_orchestrator.interrupt(turn.id, spoken)
         log.info("playbook turn interrupted (%s): recorded %d spoken chars", turn.ctx.ids(), len(spoken))
 
-    async def _produce(self, turn: _Turn, message: Message, queue: asyncio.Queue[QueueItem]) -> None:
-        emitter = _Emitter(queue, self.speech._hold())
-        tts = self.providers.tts
-        speaker = _Speaker(self.speech, turn, tts, emitter) if turn.speak and tts is not None else None
-        streaming = self.config.streaming_tts
-        chunker = self.speech._new_chunker() if speaker is not None and streaming else None
+    async def _produce(self, turn: SpeechTurn, message: Message, queue: asyncio.Queue[QueueItem]) -> None:
+        emitter = TurnEmitter(queue, self.speech.hold_output())
+        speaker = self.speech.speaker(turn, emitter)
+        chunker = self.speech.stream_chunker(speaker)
         try:
             events = self.playbook_orchestrator.stream_message(message, turn_id=turn.id)
             async with aclosing(events):
@@ -335,12 +325,12 @@ class VoicePlaybookOrchestrator:
             raise
         except Exception as exc:  # a bug: fail the turn, never crash the worker
             log.exception("playbook voice turn failed unexpectedly (%s)", turn.ctx.ids())
-            failed = await self.speech._fail(turn, exc, "orchestrator")
+            failed = await self.speech.fail(turn, exc, "orchestrator")
             emitter.emit(ErrorEvent(turn.id, failed.error, failed.component))
         finally:
             if speaker is not None:
                 await speaker.aclose()
-            queue.put_nowait(_END)
+            queue.put_nowait(END_OF_TURN)
 
 
 __all__ = ["VoicePlaybookOrchestrator"]

@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import logging
+from collections.abc import Iterable, Sequence
+from typing import Any
 
+from pydantic import ValidationError
+
+from llmrtc.errors import ConfigError
 from llmrtc.types import Message
+
+log = logging.getLogger("llmrtc.history")
 
 
 def window(messages: Sequence[Message], limit: int) -> list[Message]:
@@ -64,4 +71,43 @@ def is_consistent(messages: Sequence[Message]) -> bool:
     return not pending
 
 
-__all__ = ["is_consistent", "window"]
+def restored_history(
+    messages: Iterable[Message | dict[str, Any]], limit: int | None, *, session_id: str | None = None
+) -> list[Message]:
+    """A stored history made safe to continue from: what every orchestrator's ``load_history`` keeps.
+
+    The items (messages, or their JSON dicts) are validated and deep-copied; at most ``limit`` are kept
+    (``None``: all), never starting inside a tool exchange. Tool calls without results and results without
+    calls are dropped; when calls and results are out of order (other messages between them), every tool
+    exchange is dropped and only the words are kept, so a damaged stored history cannot make the next LLM
+    request invalid. Raises :class:`~llmrtc.errors.ConfigError` when an item is not a message. A warning
+    (with ``session_id``) says when messages were dropped or repaired.
+    """
+    try:
+        loaded = [Message.model_validate(m).model_copy(deep=True) for m in messages]
+    except ValidationError as exc:
+        reason = exc.errors()[0].get("msg", "invalid") if exc.errors() else "invalid"
+        log.warning("load_history refused (session=%s): an item is not a message: %s", session_id, reason)
+        raise ConfigError(f"load_history needs Message items: {reason}") from exc
+    except TypeError as exc:  # not iterable, or an item pydantic cannot even look at
+        log.warning("load_history refused (session=%s): %s", session_id, exc)
+        raise ConfigError(f"load_history needs a sequence of Message items: {exc}") from exc
+    kept = window(loaded, limit if limit is not None else len(loaded))
+    repaired = not is_consistent(kept)
+    if repaired:  # calls and results out of order: keep the words, drop the tool exchanges
+        kept = [
+            m.model_copy(update={"tool_calls": []}) if m.tool_calls else m
+            for m in kept
+            if m.role != "tool" and not (m.tool_calls and not m.content.strip())
+        ]
+    if repaired or len(kept) != len(loaded):
+        log.warning(
+            "load_history (session=%s): kept %d of %d messages (limit or broken tool exchanges)",
+            session_id,
+            len(kept),
+            len(loaded),
+        )
+    return kept
+
+
+__all__ = ["is_consistent", "restored_history", "window"]

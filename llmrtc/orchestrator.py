@@ -34,7 +34,7 @@ from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from llmrtc.chunking import Chunker
 from llmrtc.errors import ConfigError, GuardrailError
@@ -49,7 +49,7 @@ from llmrtc.events import (
     TurnCompleteEvent,
     TurnEvent,
 )
-from llmrtc.history import is_consistent, window
+from llmrtc.history import restored_history, window
 from llmrtc.hooks import HookContext, HookRunner, Stopwatch
 from llmrtc.metrics import MetricNames, MetricsAdapter, safe_metrics
 from llmrtc.providers.base import LLMProvider, STTProvider, ToolCallAccumulator, TTSProvider, VisionProvider
@@ -197,25 +197,7 @@ class ConversationOrchestrator:
         """
         if self._active:
             raise ConfigError("load_history cannot run while a turn is running")
-        try:
-            loaded = [Message.model_validate(m).model_copy(deep=True) for m in messages]
-        except ValidationError as exc:
-            raise ConfigError(f"load_history needs Message items: {exc.errors()[0].get('msg', exc)}") from exc
-        kept = window(loaded, self.config.max_stored_messages)
-        repaired = not is_consistent(kept)
-        if repaired:  # calls and results out of order: keep the words, drop the tool exchanges
-            kept = [
-                m.model_copy(update={"tool_calls": []}) if m.tool_calls else m
-                for m in kept
-                if m.role != "tool" and not (m.tool_calls and not m.content.strip())
-            ]
-        if repaired or len(kept) != len(loaded):
-            log.warning(
-                "load_history (session=%s): kept %d of %d messages (limit or broken tool exchanges)",
-                self.session_id,
-                len(kept),
-                len(loaded),
-            )
+        kept = restored_history(messages, self.config.max_stored_messages, session_id=self.session_id)
         self._history = kept
         self._recent.clear()
 

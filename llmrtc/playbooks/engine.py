@@ -15,7 +15,7 @@ from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
-from llmrtc.errors import PlaybookError, PlaybookValidationError
+from llmrtc.errors import PlaybookError, PlaybookValidationError, SessionStoreError
 from llmrtc.playbooks.conditions import (
     LLMDecision,
     TransitionContext,
@@ -35,6 +35,7 @@ from llmrtc.playbooks.types import (
     StageHook,
     Transition,
 )
+from llmrtc.sessions import playbook_snapshot, playbook_state_from_snapshot
 from llmrtc.types import GenerationConfig, ToolCallRequest, ToolChoice, ToolDefinition, ToolResult
 
 log = logging.getLogger("llmrtc.playbooks")
@@ -187,6 +188,89 @@ class PlaybookEngine:
         await self._emit(PlaybookEngineEvent("stage_enter", stage))
         await self.hooks.emit("on_stage_enter", self.hook_context(), stage, None)
         await self._check_complete(stage)
+
+    # ------------------------------------------------------------------------------------------ persistence
+
+    def snapshot(self) -> dict[str, Any]:
+        """The engine's state as JSON-safe data (for :attr:`llmrtc.sessions.SessionState.playbook`).
+
+        Built on :func:`llmrtc.sessions.playbook_snapshot` (times stored as ages, so another process can
+        restore them), plus the playbook id. Raises :class:`PlaybookError` (code
+        ``playbook_snapshot_invalid``) when the context or session metadata is not JSON-safe.
+        """
+        try:
+            data = playbook_snapshot(self.state, now=self._clock())
+        except SessionStoreError as exc:
+            log.warning(
+                "playbook state cannot be snapshotted: %s",
+                exc.message,
+                extra={"playbook_id": self.playbook.id, "session_id": self.session_id},
+            )
+            raise PlaybookError(exc.message, code=_SNAPSHOT_INVALID) from exc
+        data[_PLAYBOOK_ID_KEY] = self.playbook.id
+        return data
+
+    def restore(self, data: dict[str, Any]) -> None:
+        """Continue from a :meth:`snapshot` (taken by this or another process): stage, counters, stage
+        history, context and session metadata are replaced; time spent with no engine is not counted as
+        time in the stage.
+
+        The restored stage is entered silently: no ``on_enter`` hook, no ``stage_enter`` event or hook, and
+        :meth:`start` does nothing afterwards. Raises :class:`PlaybookError` (code
+        ``playbook_snapshot_invalid``, the state unchanged) when ``data`` is not a snapshot of this
+        playbook: unreadable, of another playbook, or naming a stage the playbook does not have.
+        """
+        ids = {"playbook_id": self.playbook.id, "session_id": self.session_id}
+        try:
+            if not isinstance(data, dict):
+                raise PlaybookError(f"a playbook snapshot is a dict, got {type(data).__name__}")
+            fields = dict(data)
+            owner = fields.pop(_PLAYBOOK_ID_KEY, None)
+            if owner is not None and owner != self.playbook.id:
+                raise PlaybookError(f"the snapshot belongs to playbook {owner!r}, not {self.playbook.id!r}")
+            try:
+                state = playbook_state_from_snapshot(fields, now=self._clock())
+            except SessionStoreError as exc:
+                raise PlaybookError(exc.message) from exc
+            self._check_restored(state)
+        except PlaybookError as exc:
+            log.warning("playbook snapshot refused: %s", exc.message, extra=ids)
+            raise PlaybookError(
+                f"cannot restore playbook {self.playbook.id!r}: {exc.message}", code=_SNAPSHOT_INVALID
+            ) from exc
+        self.state = state
+        self._started = True
+        log.info(
+            "playbook state restored",
+            extra={**ids, "stage_id": state.current_stage_id, "turn_count": state.turn_count},
+        )
+
+    def _check_restored(self, state: PlaybookState) -> None:
+        """Raise :class:`PlaybookError` unless ``state`` can run in this playbook without surprises."""
+        self.get_stage(state.current_stage_id)
+        counters = {
+            "turn_count": state.turn_count,
+            "stage_turn_count": state.stage_turn_count,
+            "transition_count": state.transition_count,
+        }
+        for name, value in counters.items():
+            if not _is_count(value):
+                raise PlaybookError(f"{name} must be a non-negative integer, got {value!r}")
+        if not isinstance(state.completed, bool):
+            raise PlaybookError(f"completed must be a boolean, got {state.completed!r}")
+        if not isinstance(state.session_metadata, dict):
+            raise PlaybookError("session_metadata must be an object")
+        if not state.stage_history:
+            raise PlaybookError("the stage history is empty")
+        for visit in state.stage_history:
+            if not isinstance(visit.stage_id, str) or not _is_count(visit.turns):
+                raise PlaybookError(f"bad stage visit {visit!r}")
+        last = state.stage_history[-1]
+        if last.stage_id != state.current_stage_id or last.exited_at is not None:
+            raise PlaybookError(
+                f"the last stage visit ({last.stage_id!r}) is not the current stage "
+                f"({state.current_stage_id!r})"
+            )
 
     async def reset(self) -> None:
         """Back to the initial stage with fresh counters and context (hooks run again on :meth:`start`)."""
@@ -460,6 +544,14 @@ class PlaybookEngine:
             if config is not None:
                 merged.update(config.model_dump(exclude_none=True))
         return GenerationConfig(**merged)
+
+
+_SNAPSHOT_INVALID = "playbook_snapshot_invalid"
+_PLAYBOOK_ID_KEY = "playbook_id"
+
+
+def _is_count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
 def _describe(transition: Transition) -> str:

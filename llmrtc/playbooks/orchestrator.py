@@ -40,7 +40,7 @@ from contextlib import aclosing, asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from llmrtc.errors import GuardrailError, LLMRTCError, PlaybookError, ProviderError
+from llmrtc.errors import ConfigError, GuardrailError, LLMRTCError, PlaybookError, ProviderError
 from llmrtc.events import (
     ErrorEvent,
     LLMChunkEvent,
@@ -51,7 +51,7 @@ from llmrtc.events import (
     TurnCompleteEvent,
     TurnEvent,
 )
-from llmrtc.history import window
+from llmrtc.history import restored_history, window
 from llmrtc.hooks import HookContext, HookRunner, Stopwatch
 from llmrtc.metrics import MetricNames, MetricsAdapter, safe_metrics
 from llmrtc.playbooks.conditions import LLMDecision
@@ -204,6 +204,35 @@ class PlaybookOrchestrator:
         """Forget the conversation (the playbook state is kept; see ``engine.reset``)."""
         self._history.clear()
         self._answers.clear()
+
+    def load_history(self, messages: Sequence[Message]) -> None:
+        """Replace the history with ``messages`` (e.g. a stored session's), oldest first, no system prompt.
+
+        As :meth:`llmrtc.orchestrator.ConversationOrchestrator.load_history`: the messages are copied, at
+        most ``history_limit`` are kept (all when it is 0), and broken tool exchanges are dropped (see
+        :func:`llmrtc.history.restored_history`). Interrupt records of earlier turns are forgotten; the
+        playbook state is not touched (see :meth:`restore`). Raises :class:`~llmrtc.errors.ConfigError`
+        while a turn runs or when an item is not a message.
+        """
+        self._refuse_while_running("load_history")
+        self._history = restored_history(messages, self.history_limit or None, session_id=self.session_id)
+        self._answers.clear()
+        self._spoken.clear()
+
+    def snapshot(self) -> dict[str, Any]:
+        """The playbook engine's state as JSON-safe data: :meth:`PlaybookEngine.snapshot`."""
+        return self.engine.snapshot()
+
+    def restore(self, data: dict[str, Any]) -> None:
+        """Continue the playbook from a :meth:`snapshot` without re-entering its stage:
+        :meth:`PlaybookEngine.restore` (:class:`~llmrtc.errors.PlaybookError` for a bad snapshot).
+        Raises :class:`~llmrtc.errors.ConfigError` while a turn runs."""
+        self._refuse_while_running("restore")
+        self.engine.restore(data)
+
+    def _refuse_while_running(self, what: str) -> None:
+        if self._running is not None or self._lock.locked():
+            raise ConfigError(f"{what} cannot run while a turn is running")
 
     def interrupt(self, turn_id: str, spoken_text: str | None = None) -> bool:
         """Barge-in: the answer of ``turn_id`` was cut after ``spoken_text``; the history keeps only that.

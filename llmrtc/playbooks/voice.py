@@ -146,6 +146,28 @@ class VoicePlaybookOrchestrator:
         """Forget the conversation history (the playbook state is kept; see ``engine.reset``)."""
         self.playbook_orchestrator.clear_history()
 
+    def load_history(self, messages: Sequence[Message]) -> None:
+        """Replace the history with ``messages`` (e.g. a stored session's): copied, at most ``history_limit``
+        kept, broken tool exchanges dropped, as :meth:`PlaybookOrchestrator.load_history`. Raises
+        :class:`~llmrtc.errors.ConfigError` while a turn runs or when an item is not a message."""
+        self._refuse_while_running("load_history")
+        self.playbook_orchestrator.load_history(messages)
+
+    def snapshot(self) -> dict[str, Any]:
+        """The playbook engine's state as JSON-safe data: :meth:`PlaybookEngine.snapshot`."""
+        return self.playbook_orchestrator.snapshot()
+
+    def restore(self, data: dict[str, Any]) -> None:
+        """Continue the playbook from a :meth:`snapshot` without re-entering its stage
+        (:class:`~llmrtc.errors.PlaybookError` for a bad snapshot, :class:`~llmrtc.errors.ConfigError`
+        while a turn runs)."""
+        self._refuse_while_running("restore")
+        self.playbook_orchestrator.restore(data)
+
+    def _refuse_while_running(self, what: str) -> None:
+        if self._active:
+            raise ConfigError(f"{what} cannot run while a turn is running")
+
     # ------------------------------------------------------------------------------------------ turns
 
     def run_turn_stream(

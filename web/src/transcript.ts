@@ -1,0 +1,160 @@
+/**
+ * The live transcript: one entry per utterance or answer, updated in place as text streams in, plus small
+ * system rows (stage changes, tool calls). Rendering is plain DOM; every entry carries data attributes
+ * (role, status, turn) that tests and styles read.
+ */
+
+export type EntryRole = 'user' | 'assistant' | 'system';
+export type EntryStatus = 'partial' | 'final' | 'streaming' | 'speaking' | 'spoken' | 'interrupted' | 'error' | 'info';
+
+interface Entry {
+  key: string;
+  role: EntryRole;
+  speaker: string;
+  text: string;
+  status: EntryStatus;
+  note: string;
+  local: boolean;
+  typed: boolean;
+  el: HTMLLIElement;
+}
+
+const STATUS_LABEL: Partial<Record<EntryStatus, string>> = {
+  streaming: 'Writing…',
+  speaking: 'Speaking…',
+  spoken: 'Spoken',
+  interrupted: 'Interrupted',
+};
+
+export class TranscriptView {
+  private readonly entries = new Map<string, Entry>();
+  private stick = true;
+  private seq = 0;
+
+  constructor(private readonly list: HTMLOListElement) {
+    const scroller = list;
+    scroller.addEventListener('scroll', () => {
+      this.stick = scroller.scrollHeight - scroller.scrollTop - scroller.clientHeight < 40;
+    });
+  }
+
+  clear(): void {
+    this.entries.clear();
+    this.list.replaceChildren();
+  }
+
+  has(key: string): boolean {
+    return this.entries.has(key);
+  }
+
+  /** Give an entry a new key (a partial result that became final under its turn's key). */
+  rekey(from: string, to: string): void {
+    const entry = this.entries.get(from);
+    if (!entry || this.entries.has(to)) return;
+    this.entries.delete(from);
+    entry.key = to;
+    this.entries.set(to, entry);
+  }
+
+  /** A user's words: partial results replace each other until the final one. */
+  user(key: string, speaker: string, text: string, opts: { final: boolean; local: boolean; typed: boolean }): void {
+    const entry = this.upsert(key, 'user', speaker, { local: opts.local, typed: opts.typed });
+    entry.text = text;
+    entry.status = opts.final ? 'final' : 'partial';
+    this.render(entry);
+  }
+
+  /** Append streamed assistant text to the answer of `turn`. */
+  appendAssistant(turn: string, speaker: string, delta: string): void {
+    const entry = this.upsert(`a:${turn}`, 'assistant', speaker);
+    entry.text += delta;
+    if (entry.status === 'partial') entry.status = 'streaming';
+    this.render(entry);
+  }
+
+  /** The complete answer of `turn` (replaces the streamed text, which it equals when nothing was lost). */
+  completeAssistant(turn: string, speaker: string, text: string): void {
+    const entry = this.upsert(`a:${turn}`, 'assistant', speaker);
+    if (text) entry.text = text;
+    if (entry.status === 'partial' || entry.status === 'streaming') entry.status = 'final';
+    this.render(entry);
+  }
+
+  /** The assistant's speech status of `turn`: speaking, spoken, or interrupted (with a note). */
+  speech(turn: string, speaker: string, status: 'speaking' | 'spoken' | 'interrupted', note = ''): void {
+    const entry = this.upsert(`a:${turn}`, 'assistant', speaker);
+    if (entry.status === 'interrupted' && status !== 'interrupted') return;
+    entry.status = status;
+    entry.note = note;
+    this.render(entry);
+  }
+
+  /** A one-line system row (stage change, tool call, error). */
+  system(text: string, kind: 'stage' | 'tool' | 'error' | 'info', key?: string): void {
+    const entry = this.upsert(key ?? `s:${++this.seq}`, 'system', '');
+    entry.text = text;
+    entry.status = kind === 'error' ? 'error' : 'info';
+    entry.el.dataset.kind = kind;
+    this.render(entry);
+  }
+
+  private upsert(key: string, role: EntryRole, speaker: string, opts: { local?: boolean; typed?: boolean } = {}): Entry {
+    let entry = this.entries.get(key);
+    if (!entry) {
+      const el = document.createElement('li');
+      el.className = `entry entry-${role}`;
+      entry = {
+        key,
+        role,
+        speaker,
+        text: '',
+        status: 'partial',
+        note: '',
+        local: opts.local ?? false,
+        typed: opts.typed ?? false,
+        el,
+      };
+      this.entries.set(key, entry);
+      this.list.appendChild(el);
+    }
+    if (speaker) entry.speaker = speaker;
+    if (opts.typed !== undefined) entry.typed = opts.typed;
+    return entry;
+  }
+
+  private render(entry: Entry): void {
+    const { el } = entry;
+    el.dataset.role = entry.role;
+    el.dataset.status = entry.status;
+    el.dataset.key = entry.key;
+    el.classList.toggle('entry-local', entry.local);
+    // Screen readers announce an entry once it is complete, not at every streamed chunk.
+    el.setAttribute('aria-busy', String(entry.status === 'partial' || entry.status === 'streaming'));
+    const parts: HTMLElement[] = [];
+    if (entry.role !== 'system') {
+      const head = document.createElement('div');
+      head.className = 'entry-head';
+      const who = document.createElement('span');
+      who.className = 'entry-speaker';
+      who.textContent = entry.local ? `${entry.speaker} (you)` : entry.speaker;
+      head.appendChild(who);
+      if (entry.typed) head.appendChild(badge('typed', 'badge'));
+      const label = STATUS_LABEL[entry.status];
+      if (label) head.appendChild(badge(entry.note ? `${label} · ${entry.note}` : label, `badge badge-${entry.status}`));
+      parts.push(head);
+    }
+    const body = document.createElement('p');
+    body.className = 'entry-text';
+    body.textContent = entry.text;
+    parts.push(body);
+    el.replaceChildren(...parts);
+    if (this.stick) this.list.scrollTop = this.list.scrollHeight;
+  }
+}
+
+function badge(text: string, className: string): HTMLSpanElement {
+  const span = document.createElement('span');
+  span.className = className;
+  span.textContent = text;
+  return span;
+}

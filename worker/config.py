@@ -1,0 +1,156 @@
+"""Worker settings: one object read from the environment and ``.env``, validated at start.
+
+Provider selection (``LLM_PROVIDER``, ``OPENAI_API_KEY``, ...) is read by :mod:`llmrtc.providers.registry`
+from the same environment; this object holds what the worker itself needs. ``.env.example`` lists every
+variable.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from llmrtc.errors import ConfigError
+
+FloorPolicy = Literal["everyone", "name", "designated"]
+QueuePolicy = Literal["queue", "merge"]
+ExecutorKind = Literal["thread", "process"]
+
+DEFAULT_SYSTEM_PROMPT = (
+    "You are a helpful voice assistant in a room with one or more people. User messages start with the "
+    "speaker's name. Answer briefly, in plain spoken sentences without markdown."
+)
+
+
+class WorkerSettings(BaseSettings):
+    """Everything the worker reads from its environment (see ``.env.example``)."""
+
+    model_config = SettingsConfigDict(
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", env_ignore_empty=True
+    )
+
+    livekit_url: str = Field(default="", validation_alias="LIVEKIT_URL")
+    livekit_api_key: str = Field(default="", validation_alias="LIVEKIT_API_KEY", repr=False)
+    livekit_api_secret: str = Field(default="", validation_alias="LIVEKIT_API_SECRET", repr=False)
+    agent_name: str = Field(default="", validation_alias=AliasChoices("AGENT_NAME", "LIVEKIT_AGENT_NAME"))
+    """Empty: dispatched automatically to every new room. Set: only by explicit (named) dispatch."""
+    agent_display_name: str = Field(default="Assistant", validation_alias="AGENT_DISPLAY_NAME")
+    """The agent's participant name; with ``FLOOR_POLICY=name`` it is the word that gives a human the floor."""
+
+    system_prompt: str = Field(default=DEFAULT_SYSTEM_PROMPT, validation_alias="SYSTEM_PROMPT")
+    playbook: Path | None = Field(default=None, validation_alias="PLAYBOOK")
+    """A playbook file (YAML/JSON): runs the VoicePlaybookOrchestrator instead of the plain assistant."""
+    tools: str = Field(default="", validation_alias="TOOLS")
+    """The tools the LLM may call: ``path/to/tools.py`` or ``package.module[:name]`` giving a ToolRegistry."""
+    greeting: str = Field(default="", validation_alias="GREETING")
+    """Spoken when a human joins (empty: no greeting)."""
+    history_limit: int = Field(default=40, ge=2, validation_alias="HISTORY_LIMIT")
+
+    floor_policy: FloorPolicy = Field(default="everyone", validation_alias="FLOOR_POLICY")
+    floor_attribute: str = Field(default="llmrtc.floor", validation_alias="FLOOR_ATTRIBUTE")
+    """With ``FLOOR_POLICY=designated``: the participant whose attribute is ``true`` holds the floor."""
+    wake_words: str = Field(default="", validation_alias="WAKE_WORDS")
+    """With ``FLOOR_POLICY=name``: extra comma-separated names that address the agent."""
+    queue_policy: QueuePolicy = Field(default="queue", validation_alias="TURN_QUEUE_POLICY")
+    max_queued_turns: int = Field(default=8, ge=1, le=100, validation_alias="MAX_QUEUED_TURNS")
+
+    barge_in: bool = Field(default=True, validation_alias="BARGE_IN")
+    barge_in_min_speech_ms: float = Field(
+        default=400.0, ge=0.0, le=3000.0, validation_alias="BARGE_IN_MIN_SPEECH_MS"
+    )
+    """The onset rule: voiced time (at ``BARGE_IN_THRESHOLD``) before speech interrupts the agent."""
+    barge_in_threshold: float = Field(default=0.6, gt=0.0, lt=1.0, validation_alias="BARGE_IN_THRESHOLD")
+    false_interruption_timeout_s: float = Field(
+        default=2.0, ge=0.0, le=30.0, validation_alias="FALSE_INTERRUPTION_TIMEOUT"
+    )
+    resume_false_interruption: bool = Field(default=True, validation_alias="RESUME_FALSE_INTERRUPTION")
+
+    vad_threshold: float = Field(default=0.5, gt=0.0, lt=1.0, validation_alias="VAD_THRESHOLD")
+    vad_min_speech_ms: int = Field(default=250, ge=0, le=5000, validation_alias="VAD_MIN_SPEECH_MS")
+    vad_min_silence_ms: int = Field(default=600, ge=50, le=10000, validation_alias="VAD_MIN_SILENCE_MS")
+    vad_speech_pad_ms: int = Field(default=200, ge=0, le=2000, validation_alias="VAD_SPEECH_PAD_MS")
+
+    tts_sample_rate: int = Field(default=24000, validation_alias="AGENT_AUDIO_SAMPLE_RATE")
+    executor: ExecutorKind = Field(default="thread", validation_alias="WORKER_EXECUTOR")
+    """``thread``: many rooms share one process (and one VAD model); ``process``: one process per job."""
+
+    @field_validator("tts_sample_rate")
+    @classmethod
+    def _rate(cls, value: int) -> int:
+        if value not in (8000, 16000, 24000, 48000):
+            raise ValueError("must be one of 8000, 16000, 24000, 48000")
+        return value
+
+    @field_validator("floor_attribute")
+    @classmethod
+    def _attribute(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must not be empty")
+        return value.strip()
+
+    @model_validator(mode="after")
+    def _check_playbook(self) -> WorkerSettings:
+        if self.playbook is not None and not self.playbook.is_file():
+            raise ValueError(f"PLAYBOOK={self.playbook} is not a readable file")
+        return self
+
+    @property
+    def addressing_names(self) -> list[str]:
+        """Names that give a human the floor under ``FLOOR_POLICY=name`` (lower-case)."""
+        names = [self.agent_display_name, *self.wake_words.split(",")]
+        return [n.strip().lower() for n in names if n.strip()]
+
+    def require_livekit(self) -> None:
+        """Raise :class:`ConfigError` naming every LIVEKIT_* variable that is missing."""
+        missing = [
+            name
+            for name, value in (
+                ("LIVEKIT_URL", self.livekit_url),
+                ("LIVEKIT_API_KEY", self.livekit_api_key),
+                ("LIVEKIT_API_SECRET", self.livekit_api_secret),
+            )
+            if not value
+        ]
+        if missing:
+            raise ConfigError(
+                f"set {', '.join(missing)} (in the environment or .env) to the LiveKit server the worker joins; "
+                "`make dev` sets them for the local development server"
+            )
+
+
+def env_file_path() -> str:
+    """The ``.env`` file the worker reads: ``LLMRTC_ENV_FILE`` when set (tests point it elsewhere), else ``.env``."""
+    return os.environ.get("LLMRTC_ENV_FILE") or ".env"
+
+
+def load_settings(env_file: str | Path | Literal["default"] | None = "default") -> WorkerSettings:
+    """Read and validate settings; raise :class:`ConfigError` with one line per invalid variable."""
+    if env_file == "default":
+        env_file = env_file_path()
+    try:
+        return WorkerSettings(_env_file=env_file)
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            loc = ".".join(str(p) for p in err["loc"]) or "settings"
+            lines.append(
+                f"  {loc}: {err['msg']} (got {err.get('input')!r})"
+                if loc != "settings"
+                else f"  {err['msg']}"
+            )
+        raise ConfigError("invalid worker settings:\n" + "\n".join(lines)) from exc
+
+
+__all__ = [
+    "DEFAULT_SYSTEM_PROMPT",
+    "ExecutorKind",
+    "FloorPolicy",
+    "QueuePolicy",
+    "WorkerSettings",
+    "env_file_path",
+    "load_settings",
+]

@@ -1,0 +1,116 @@
+"""One job = one room: connect, wire the room to the conversation, run until the room empties.
+
+``server_options()`` builds livekit-agents' worker options from :class:`worker.config.WorkerSettings`:
+automatic dispatch when ``AGENT_NAME`` is empty, named dispatch otherwise; jobs run on threads of one
+process by default (``WORKER_EXECUTOR=thread``), so many rooms share the imports, the provider modules and
+the one Silero VAD model loaded by :func:`prewarm`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+from livekit import agents
+from livekit.agents import JobContext, JobExecutorType, JobProcess, WorkerOptions
+
+from llmrtc.audio.vad import VADEngine, get_shared_engine
+from worker.config import WorkerSettings, load_settings
+from worker.conversation import Providers, build_conversation, providers_from_env
+from worker.listeners import ListenerFactory
+from worker.protocol import ErrorMsg
+from worker.room import RoomIO
+from worker.session import RoomSession
+
+log = logging.getLogger("llmrtc.worker")
+
+
+def prewarm(proc: JobProcess) -> None:
+    """Load the VAD model once per worker process (shared by every job of the process)."""
+    proc.userdata["vad"] = get_shared_engine()
+
+
+async def entrypoint(ctx: JobContext) -> None:
+    """Run the agent in ``ctx.room`` until the last human leaves or the room closes."""
+    settings = load_settings()
+    providers = providers_from_env()
+    engine: VADEngine = ctx.proc.userdata.get("vad") or get_shared_engine()
+    await ctx.connect(auto_subscribe=agents.AutoSubscribe.AUDIO_ONLY)
+    room = ctx.room
+    extra = {"room": room.name, "job": ctx.job.id}
+    log.info("joined room", extra=extra)
+    room_io = RoomIO(room, sample_rate=settings.tts_sample_rate)
+    room_io.set_agent_state("initializing")
+    session: RoomSession | None = None
+    disconnected = asyncio.Event()
+    room.on("disconnected", lambda *_: disconnected.set())
+    try:
+        conversation = build_conversation(settings, providers, session_id=room.name)
+        session = RoomSession(
+            settings,
+            room_io,
+            conversation,
+            providers.stt,
+            ListenerFactory(settings, engine),
+            room_name=room.name,
+        )
+        await room_io.start(session)
+        session.start()
+        waiters = [asyncio.ensure_future(session.wait_empty()), asyncio.ensure_future(disconnected.wait())]
+        try:
+            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in waiters:
+                waiter.cancel()
+            await asyncio.gather(*waiters, return_exceptions=True)
+        log.info("room is empty or closed: ending the job", extra=extra)
+    except Exception as exc:
+        log.exception("job failed", extra=extra)
+        code = getattr(exc, "code", "internal_error")
+        room_io.send(
+            ErrorMsg(
+                code=str(code), message=f"the agent failed: {getattr(exc, 'message', type(exc).__name__)}"
+            )
+        )
+        raise
+    finally:
+        if session is not None:
+            await session.aclose()
+        await room_io.aclose()
+        await providers.aclose()
+        with contextlib.suppress(Exception):
+            ctx.shutdown(reason="room empty")
+
+
+def server_options(settings: WorkerSettings | None = None) -> WorkerOptions:
+    """livekit-agents worker options for these settings."""
+    settings = settings or load_settings()
+    executor = JobExecutorType.THREAD if settings.executor == "thread" else JobExecutorType.PROCESS
+    kwargs: dict[str, Any] = {}
+    if settings.livekit_url:
+        kwargs["ws_url"] = settings.livekit_url
+    if settings.livekit_api_key:
+        kwargs["api_key"] = settings.livekit_api_key
+    if settings.livekit_api_secret:
+        kwargs["api_secret"] = settings.livekit_api_secret
+    return WorkerOptions(
+        entrypoint_fnc=entrypoint,
+        prewarm_fnc=prewarm,
+        agent_name=settings.agent_name,
+        job_executor_type=executor,
+        **kwargs,
+    )
+
+
+def check_startup(settings: WorkerSettings) -> Providers:
+    """Validate what a job will need before the worker registers: LiveKit settings, providers, playbook and
+    tools. Raises :class:`ConfigError` saying what to fix."""
+    settings.require_livekit()
+    providers = providers_from_env()
+    build_conversation(settings, providers)
+    return providers
+
+
+__all__ = ["check_startup", "entrypoint", "prewarm", "server_options"]

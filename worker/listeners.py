@@ -1,0 +1,134 @@
+"""Per-participant listening: :class:`llmrtc.audio.listener.SpeechListener` fed from the room.
+
+Each human gets a :class:`ParticipantListener`: 16 kHz PCM16 goes in (``push``, never blocks), one task
+runs it through the listener (Silero VAD in the process-shared batched engine, the segmenter, and while the
+agent talks the barge-in onset rule), and the events become the session's callbacks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Protocol
+
+from llmrtc.audio.interruption import Interruption, OnsetRule
+from llmrtc.audio.listener import SpeechListener
+from llmrtc.audio.segmenter import SegmenterConfig, SpeechEnd, SpeechStart
+from llmrtc.audio.vad import VADEngine
+from llmrtc.errors import AudioError
+from worker.config import WorkerSettings
+
+log = logging.getLogger("llmrtc.worker.listeners")
+
+MAX_BACKLOG_BYTES = 16000 * 2 * 10
+"""Audio waiting for VAD beyond 10 s is dropped (with a log line): a stuck listener never grows unbounded."""
+
+
+class SpeechCallbacks(Protocol):
+    """What a listener reports (implemented by :class:`worker.session.RoomSession`)."""
+
+    def on_speech_start(self, identity: str) -> None: ...
+
+    def on_speech_end(self, identity: str, pcm16k: bytes) -> None: ...
+
+    def on_interruption(self, identity: str) -> None: ...
+
+
+def segmenter_config(settings: WorkerSettings) -> SegmenterConfig:
+    return SegmenterConfig(
+        threshold=settings.vad_threshold,
+        min_speech_ms=settings.vad_min_speech_ms,
+        max_silence_ms=settings.vad_min_silence_ms,
+        pre_roll_ms=settings.vad_speech_pad_ms,
+        post_roll_ms=min(settings.vad_speech_pad_ms, settings.vad_min_silence_ms),
+    )
+
+
+def onset_rule(settings: WorkerSettings) -> OnsetRule:
+    return OnsetRule(min_speech_ms=settings.barge_in_min_speech_ms, threshold=settings.barge_in_threshold)
+
+
+class ParticipantListener:
+    """VAD, segmenter and barge-in detection for one participant's 16 kHz mono stream."""
+
+    def __init__(
+        self,
+        identity: str,
+        callbacks: SpeechCallbacks,
+        *,
+        config: SegmenterConfig | None = None,
+        rule: OnsetRule | None = None,
+        engine: VADEngine | None = None,
+    ) -> None:
+        self.identity = identity
+        self._callbacks = callbacks
+        self._listener = SpeechListener(
+            sample_rate=16000, config=config, onset_rule=rule, engine=engine, name=f"vad-{identity}"
+        )
+        self._pending = bytearray()
+        self._wake = asyncio.Event()
+        self._task = asyncio.create_task(self._run(), name=f"llmrtc-listener-{identity}")
+
+    @property
+    def agent_speaking(self) -> bool:
+        return self._listener.agent_speaking
+
+    @agent_speaking.setter
+    def agent_speaking(self, value: bool) -> None:
+        """While true, speech that meets the onset rule is reported as an interruption."""
+        self._listener.agent_speaking = value
+
+    def push(self, pcm16k: bytes) -> None:
+        if len(self._pending) > MAX_BACKLOG_BYTES:
+            log.warning("VAD backlog over 10 s: dropping audio", extra={"participant": self.identity})
+            self._pending.clear()
+        self._pending.extend(pcm16k)
+        self._wake.set()
+
+    async def _run(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            if not self._pending:
+                continue
+            piece = bytes(self._pending)
+            self._pending.clear()
+            try:
+                events = await self._listener.push(piece)
+            except AudioError as exc:
+                log.error("VAD failed: %s", exc, extra={"participant": self.identity})
+                continue
+            for event in events:
+                try:
+                    if isinstance(event, SpeechStart):
+                        self._callbacks.on_speech_start(self.identity)
+                    elif isinstance(event, SpeechEnd):
+                        self._callbacks.on_speech_end(self.identity, event.pcm)
+                    elif isinstance(event, Interruption):
+                        self._callbacks.on_interruption(self.identity)
+                except Exception:
+                    log.exception("speech callback failed", extra={"participant": self.identity})
+
+    async def aclose(self) -> None:
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+        self._listener.close()
+
+
+class ListenerFactory:
+    """Makes :class:`ParticipantListener` objects with the VAD and barge-in settings of ``settings``."""
+
+    def __init__(self, settings: WorkerSettings, engine: VADEngine | None = None) -> None:
+        self._config = segmenter_config(settings)
+        self._rule = onset_rule(settings)
+        self._engine = engine
+
+    def __call__(self, identity: str, callbacks: SpeechCallbacks) -> ParticipantListener:
+        return ParticipantListener(
+            identity, callbacks, config=self._config, rule=self._rule, engine=self._engine
+        )
+
+
+__all__ = ["ListenerFactory", "ParticipantListener", "SpeechCallbacks", "onset_rule", "segmenter_config"]

@@ -1,0 +1,394 @@
+"""Room I/O: the only module of the worker that touches ``livekit.rtc``.
+
+:class:`RoomIO` subscribes to every human's microphone and hands 16 kHz mono PCM16 to a
+:class:`RoomHandler`, one stream per participant; publishes the agent's audio track (:class:`AgentAudio`);
+sends data messages, ``lk.transcription`` text streams and the ``lk.agent.state`` attribute, in order,
+from one outbox task; and passes client messages on the ``llmrtc`` topic to the handler.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from livekit import rtc
+
+from worker.protocol import TOPIC, AgentState, ServerEvent
+
+log = logging.getLogger("llmrtc.worker.room")
+
+LISTEN_RATE = 16000
+TOPIC_TRANSCRIPTION = "lk.transcription"
+ATTR_AGENT_STATE = "lk.agent.state"
+ATTR_SEGMENT_ID = "lk.segment_id"
+ATTR_TRACK_ID = "lk.transcribed_track_id"
+ATTR_FINAL = "lk.transcription_final"
+FRAME_MS = 10
+"""Agent audio is captured in 10 ms frames: a clear takes effect within one frame."""
+SILENCE_AFTER_CLEAR_MS = 150
+
+
+@dataclass(frozen=True, slots=True)
+class ParticipantInfo:
+    identity: str
+    name: str
+    attributes: dict[str, str] = field(default_factory=dict)
+    is_agent: bool = False
+
+
+class RoomHandler(Protocol):
+    """What the room reports to the conversation session. Called on the job's event loop."""
+
+    def on_participant_joined(self, participant: ParticipantInfo) -> None: ...
+
+    def on_participant_left(self, identity: str) -> None: ...
+
+    def on_participant_attributes(self, participant: ParticipantInfo) -> None: ...
+
+    def on_audio(self, identity: str, pcm16k: bytes) -> None: ...
+
+    def on_data(self, identity: str, payload: bytes) -> None: ...
+
+
+def _info(participant: rtc.RemoteParticipant) -> ParticipantInfo:
+    return ParticipantInfo(
+        identity=participant.identity,
+        name=participant.name or participant.identity,
+        attributes=dict(participant.attributes),
+        is_agent=participant.kind == rtc.ParticipantKind.PARTICIPANT_KIND_AGENT,
+    )
+
+
+class AgentAudio:
+    """The agent's published audio track: capture PCM at any rate, clear it at once on barge-in."""
+
+    def __init__(self, sample_rate: int = 24000, queue_ms: int = 60) -> None:
+        self.sample_rate = sample_rate
+        self._source = rtc.AudioSource(sample_rate, 1, queue_size_ms=queue_ms)
+        self.track = rtc.LocalAudioTrack.create_audio_track("agent-voice", self._source)
+        self._resamplers: dict[int, rtc.AudioResampler] = {}
+        self._frame_bytes = sample_rate * FRAME_MS // 1000 * 2
+        self._pending = bytearray()
+        self._silence_task: asyncio.Task[None] | None = None
+        self._capture_lock = asyncio.Lock()  # the native source takes one capture at a time
+
+    async def capture(self, pcm: bytes, sample_rate: int) -> None:
+        """Queue PCM16 mono for playout (waits while the source's small queue is full)."""
+        if sample_rate != self.sample_rate:
+            resampler = self._resamplers.get(sample_rate)
+            if resampler is None:
+                resampler = rtc.AudioResampler(sample_rate, self.sample_rate, num_channels=1)
+                self._resamplers[sample_rate] = resampler
+            frames = resampler.push(bytearray(pcm))
+            pcm = b"".join(bytes(f.data) for f in frames)
+        self._pending.extend(pcm)
+        while len(self._pending) >= self._frame_bytes:
+            chunk = bytes(self._pending[: self._frame_bytes])
+            del self._pending[: self._frame_bytes]
+            await self._capture_frame(chunk)
+
+    async def flush(self) -> None:
+        """Send the last partial frame, padded with silence."""
+        if self._pending:
+            chunk = bytes(self._pending) + b"\x00" * (self._frame_bytes - len(self._pending))
+            self._pending.clear()
+            await self._capture_frame(chunk)
+
+    async def _capture_frame(self, chunk: bytes) -> None:
+        samples = len(chunk) // 2
+        frame = rtc.AudioFrame(chunk, self.sample_rate, 1, samples)
+        async with self._capture_lock:
+            await self._source.capture_frame(frame)
+
+    @property
+    def queued_s(self) -> float:
+        """Audio captured but not yet played out, in seconds."""
+        return float(self._source.queued_duration)
+
+    def clear(self) -> float:
+        """Drop everything not yet played; return how many seconds were dropped.
+
+        A little real silence follows, so listeners decode silence at once instead of concealing the cut
+        (a receiver that stops getting packets mid-word extrapolates the last sound for a while).
+        """
+        dropped = self.queued_s + len(self._pending) / 2 / self.sample_rate
+        self._pending.clear()
+        self._source.clear_queue()
+        if self._silence_task is None or self._silence_task.done():
+            self._silence_task = asyncio.ensure_future(self._send_silence(SILENCE_AFTER_CLEAR_MS))
+        return dropped
+
+    async def _send_silence(self, ms: int) -> None:
+        silence = b"\x00" * self._frame_bytes
+        try:
+            for _ in range(ms // FRAME_MS):
+                await self._capture_frame(silence)
+        except Exception as exc:  # the track may be closing
+            log.debug("could not send silence: %s", exc)
+
+    async def wait_for_playout(self) -> None:
+        await self._source.wait_for_playout()
+
+    async def aclose(self) -> None:
+        if self._silence_task is not None:
+            self._silence_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._silence_task
+        await self._source.aclose()
+
+
+class RoomIO:
+    """Audio in, agent audio out, data in and out for one room."""
+
+    def __init__(self, room: rtc.Room, *, sample_rate: int = 24000) -> None:
+        self.room = room
+        self._handler: RoomHandler | None = None
+        self.audio = AgentAudio(sample_rate)
+        self._agent_track_sid = ""
+        self._streams: dict[str, tuple[str, asyncio.Task[None]]] = {}
+        self._stopped: set[asyncio.Task[None]] = set()
+        self._outbox: asyncio.Queue[Callable[[], Awaitable[None]] | None] = asyncio.Queue()
+        self._outbox_task: asyncio.Task[None] | None = None
+        self._agent_writer: rtc.TextStreamWriter | None = None
+        self._agent_segment = ""
+        self._state: AgentState | None = None
+        self._closed = False
+
+    def _h(self) -> RoomHandler:
+        assert self._handler is not None, "RoomIO.start() binds the handler"
+        return self._handler
+
+    @property
+    def local_identity(self) -> str:
+        return self.room.local_participant.identity
+
+    async def start(self, handler: RoomHandler) -> None:
+        """Publish the agent track, hook room events and pick up participants already there."""
+        self._handler = handler
+        self._outbox_task = asyncio.create_task(self._run_outbox(), name="llmrtc-outbox")
+        opts = rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_MICROPHONE)
+        publication = await self.room.local_participant.publish_track(self.audio.track, opts)
+        self._agent_track_sid = publication.sid
+        self.room.on("participant_connected", self._on_participant_connected)
+        self.room.on("participant_disconnected", self._on_participant_disconnected)
+        self.room.on("participant_attributes_changed", self._on_attributes_changed)
+        self.room.on("track_subscribed", self._on_track_subscribed)
+        self.room.on("track_unsubscribed", self._on_track_unsubscribed)
+        self.room.on("data_received", self._on_data_received)
+        for participant in list(self.room.remote_participants.values()):
+            self._on_participant_connected(participant)
+            for pub in list(participant.track_publications.values()):
+                if pub.track is not None and pub.subscribed:
+                    self._on_track_subscribed(pub.track, pub, participant)
+
+    def humans(self) -> list[ParticipantInfo]:
+        return [i for i in (_info(p) for p in self.room.remote_participants.values()) if not i.is_agent]
+
+    # ------------------------------------------------------------------------------------------ room events
+
+    def _on_participant_connected(self, participant: rtc.RemoteParticipant) -> None:
+        info = _info(participant)
+        if not info.is_agent:
+            self._h().on_participant_joined(info)
+
+    def _on_participant_disconnected(self, participant: rtc.RemoteParticipant) -> None:
+        self._stop_stream(participant.identity)
+        if participant.kind != rtc.ParticipantKind.PARTICIPANT_KIND_AGENT:
+            self._h().on_participant_left(participant.identity)
+
+    def _on_attributes_changed(self, changed: dict[str, str], participant: rtc.Participant) -> None:
+        if isinstance(participant, rtc.RemoteParticipant):
+            self._h().on_participant_attributes(_info(participant))
+
+    def _on_track_subscribed(
+        self, track: rtc.Track, publication: rtc.RemoteTrackPublication, participant: rtc.RemoteParticipant
+    ) -> None:
+        if track.kind != rtc.TrackKind.KIND_AUDIO or self._closed:
+            return
+        if participant.kind == rtc.ParticipantKind.PARTICIPANT_KIND_AGENT:
+            return
+        if publication.source not in (rtc.TrackSource.SOURCE_MICROPHONE, rtc.TrackSource.SOURCE_UNKNOWN):
+            return
+        self._stop_stream(participant.identity)
+        stream = rtc.AudioStream(track, sample_rate=LISTEN_RATE, num_channels=1)
+        task = asyncio.create_task(
+            self._pump_audio(participant.identity, stream), name=f"llmrtc-audio-{participant.identity}"
+        )
+        self._streams[participant.identity] = (publication.sid, task)
+        log.info("listening to %s (track %s)", participant.identity, publication.sid)
+
+    def _on_track_unsubscribed(
+        self, track: rtc.Track, publication: rtc.RemoteTrackPublication, participant: rtc.RemoteParticipant
+    ) -> None:
+        current = self._streams.get(participant.identity)
+        if current is not None and current[0] == publication.sid:
+            self._stop_stream(participant.identity)
+
+    def _on_data_received(self, packet: rtc.DataPacket) -> None:
+        if packet.topic != TOPIC or packet.participant is None:
+            return
+        self._h().on_data(packet.participant.identity, bytes(packet.data))
+
+    async def _pump_audio(self, identity: str, stream: rtc.AudioStream) -> None:
+        try:
+            async for event in stream:
+                self._h().on_audio(identity, bytes(event.frame.data))
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("audio stream of %s failed", identity)
+        finally:
+            await stream.aclose()
+
+    def _stop_stream(self, identity: str) -> None:
+        entry = self._streams.pop(identity, None)
+        if entry is not None:
+            entry[1].cancel()
+            self._stopped.add(entry[1])
+            entry[1].add_done_callback(self._stopped.discard)
+
+    def track_sid_of(self, identity: str) -> str:
+        entry = self._streams.get(identity)
+        return entry[0] if entry else ""
+
+    # ------------------------------------------------------------------------------------------ outbound
+
+    def send(self, event: ServerEvent, destination: list[str] | None = None) -> None:
+        """Send one event on the ``llmrtc`` topic (to everyone, or only to ``destination``)."""
+        payload = event.to_bytes()
+        dest = list(destination or [])
+
+        async def publish() -> None:
+            await self.room.local_participant.publish_data(
+                payload, reliable=True, topic=TOPIC, destination_identities=dest
+            )
+
+        self._enqueue(publish)
+
+    def set_agent_state(self, state: AgentState) -> None:
+        """Set ``lk.agent.state`` (sent only when it changes)."""
+        if state == self._state:
+            return
+        self._state = state
+
+        async def update() -> None:
+            await self.room.local_participant.set_attributes({ATTR_AGENT_STATE: state})
+
+        self._enqueue(update)
+
+    def user_transcription(self, identity: str, text: str, segment_id: str) -> None:
+        """A final ``lk.transcription`` of what ``identity`` said, on behalf of their microphone track."""
+        attrs = {ATTR_FINAL: "true", ATTR_SEGMENT_ID: segment_id}
+        track_sid = self.track_sid_of(identity)
+        if track_sid:
+            attrs[ATTR_TRACK_ID] = track_sid
+
+        async def publish() -> None:
+            writer = await self.room.local_participant.stream_text(
+                topic=TOPIC_TRANSCRIPTION, attributes=attrs, sender_identity=identity
+            )
+            await writer.write(text)
+            await writer.aclose()
+
+        self._enqueue(publish)
+
+    def agent_transcription(self, segment_id: str, delta: str, final: bool = False) -> None:
+        """Stream the agent's words as one ``lk.transcription`` segment; ``final`` closes it."""
+
+        async def publish() -> None:
+            if self._agent_writer is None or self._agent_segment != segment_id:
+                if self._agent_writer is not None:
+                    await self._agent_writer.aclose(attributes={ATTR_FINAL: "true"})
+                self._agent_writer = await self.room.local_participant.stream_text(
+                    topic=TOPIC_TRANSCRIPTION,
+                    attributes={
+                        ATTR_FINAL: "false",
+                        ATTR_SEGMENT_ID: segment_id,
+                        ATTR_TRACK_ID: self._agent_track_sid,
+                    },
+                )
+                self._agent_segment = segment_id
+            if delta:
+                await self._agent_writer.write(delta)
+            if final:
+                await self._agent_writer.aclose(
+                    attributes={
+                        ATTR_FINAL: "true",
+                        ATTR_SEGMENT_ID: segment_id,
+                        ATTR_TRACK_ID: self._agent_track_sid,
+                    }
+                )
+                self._agent_writer = None
+
+        self._enqueue(publish)
+
+    def _enqueue(self, op: Callable[[], Awaitable[None]]) -> None:
+        if self._closed:
+            return
+        self._outbox.put_nowait(op)
+
+    async def _run_outbox(self) -> None:
+        while True:
+            op = await self._outbox.get()
+            if op is None:
+                return
+            if not self.room.isconnected():
+                continue
+            try:
+                await op()
+            except Exception as exc:
+                log.warning("could not send to the room: %s", exc)
+
+    async def drain(self, limit_s: float = 5.0) -> None:
+        """Wait until everything queued so far was sent."""
+        done = asyncio.Event()
+
+        async def mark() -> None:
+            done.set()
+
+        self._enqueue(mark)
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(done.wait(), limit_s)
+
+    async def aclose(self) -> None:
+        """Stop every audio stream and the outbox; close the agent track's source."""
+        if self._closed:
+            return
+        if self._outbox_task is not None:
+            await self.drain(limit_s=2.0)
+        self._closed = True
+        for identity in list(self._streams):
+            self._stop_stream(identity)
+        if self._stopped:
+            await asyncio.gather(*self._stopped, return_exceptions=True)
+        self._outbox.put_nowait(None)
+        if self._outbox_task is not None:
+            with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
+                await asyncio.wait_for(self._outbox_task, 2.0)
+        for event in (
+            "participant_connected",
+            "participant_disconnected",
+            "participant_attributes_changed",
+            "track_subscribed",
+            "track_unsubscribed",
+            "data_received",
+        ):
+            with contextlib.suppress(Exception):
+                self.room.off(event, getattr(self, _HANDLERS[event]))
+        await self.audio.aclose()
+
+
+_HANDLERS = {
+    "participant_connected": "_on_participant_connected",
+    "participant_disconnected": "_on_participant_disconnected",
+    "participant_attributes_changed": "_on_attributes_changed",
+    "track_subscribed": "_on_track_subscribed",
+    "track_unsubscribed": "_on_track_unsubscribed",
+    "data_received": "_on_data_received",
+}
+
+__all__ = ["AgentAudio", "ParticipantInfo", "RoomHandler", "RoomIO"]

@@ -19,18 +19,19 @@ Barge-in: close the iterator (``aclose()``, or cancel the task iterating it) and
 the text of the TTS segments whose last audio event was delivered to the consumer (the LLM text
 delivered, when there is no TTS). ``interrupt`` also works after the iterator ended (audio still playing out).
 
-The speech steps (STT, user message with vision, sentence-chunked streaming TTS) are
+The turn lifecycle and the public turn API are :class:`llmrtc.voice_base.VoiceOrchestratorBase`'s, shared
+with the playbook voice orchestrator; this module adds the LLM rounds, tools and history rules. The speech
+steps (STT, user message with vision, sentence-chunked streaming TTS) are
 :class:`llmrtc.speech.SpeechPipeline`'s; the turn plumbing (event queue, guardrail hold, barge-in
-bookkeeping) is :mod:`llmrtc.turns`. Both are public, for writing other orchestrators.
+bookkeeping) is :mod:`llmrtc.turns`. All three are public, for writing other orchestrators.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import uuid
 from collections import OrderedDict
-from collections.abc import AsyncGenerator, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -39,46 +40,32 @@ from pydantic import BaseModel, ConfigDict, Field
 from llmrtc.chunking import Chunker
 from llmrtc.errors import ConfigError, GuardrailError
 from llmrtc.events import (
-    ErrorEvent,
     LLMChunkEvent,
     LLMFinalEvent,
     ToolCallEvent,
     ToolResultEvent,
-    TranscriptEvent,
     TTSCompleteEvent,
     TurnCompleteEvent,
-    TurnEvent,
 )
 from llmrtc.history import restored_history, window
-from llmrtc.hooks import HookContext, HookRunner, Stopwatch
-from llmrtc.metrics import MetricNames, MetricsAdapter, safe_metrics
+from llmrtc.hooks import Stopwatch
+from llmrtc.metrics import MetricNames, MetricsAdapter
 from llmrtc.providers.base import LLMProvider, STTProvider, ToolCallAccumulator, TTSProvider, VisionProvider
-from llmrtc.speech import SpeechPipeline, StreamingSpeaker
+from llmrtc.speech import StreamingSpeaker
 from llmrtc.tools import ToolContext, ToolExecutor, ToolRegistry
-from llmrtc.turns import (
-    END_OF_TURN,
-    EndOfTurn,
-    QueueItem,
-    SpeechTurn,
-    TurnEmitter,
-    TurnFailed,
-    TurnOutcome,
-    aclose_quietly,
-    collect_outcome,
-)
+from llmrtc.turns import SpeechTurn, TurnEmitter, TurnOutcome, aclose_quietly
 from llmrtc.types import (
     LLMRequest,
     LLMResult,
     Message,
     StopReason,
     STTConfig,
-    STTResult,
     ToolCallRequest,
     ToolResult,
     TTSConfig,
     Usage,
-    VisionAttachment,
 )
+from llmrtc.voice_base import VoiceOrchestratorBase
 
 log = logging.getLogger("llmrtc.orchestrator")
 
@@ -126,18 +113,26 @@ class OrchestratorConfig(BaseModel):
 
 @dataclass(slots=True)
 class _Turn(SpeechTurn):
-    """A conversation turn: the speech turn plus its tool rounds, recorded when the turn ends."""
+    """A conversation turn: the speech turn plus its tool rounds (``pending``), recorded when the turn ends."""
 
     pending: list[Message] = field(default_factory=list)
     open_calls: list[ToolCallRequest] = field(default_factory=list)
     finished: dict[str, ToolResult] = field(default_factory=dict)
 
+    def recorded(self) -> list[Message]:
+        """The turn's messages so far: the user message, then the tool rounds."""
+        return ([self.message] if self.message is not None else []) + self.pending
 
-class ConversationOrchestrator:
+
+class ConversationOrchestrator(VoiceOrchestratorBase[_Turn]):
     """Runs the turns of one conversation (one room) and keeps its history.
 
-    One turn at a time: start the next turn after the previous one ended or was interrupted.
+    One turn at a time: start the next turn after the previous one ended or was interrupted. The turn API
+    (``run_turn_stream``, ``run_text_turn_stream``, ``run_turn``, ``run_text_turn``, ``interrupt``,
+    ``load_history``) is :class:`~llmrtc.voice_base.VoiceOrchestratorBase`'s.
     """
+
+    _logger = log
 
     def __init__(
         self,
@@ -155,19 +150,20 @@ class ConversationOrchestrator:
             raise ConfigError("ConversationProviders.llm must be an LLMProvider")
         self.providers = providers
         self.config = config or OrchestratorConfig()
-        self.session_id = session_id or uuid.uuid4().hex[:12]
-        self.hooks = hooks if isinstance(hooks, HookRunner) else HookRunner(hooks)
-        self.metrics = safe_metrics(metrics)
+        super().__init__(
+            providers,
+            self.config,
+            turn_type=_Turn,
+            hooks=hooks,
+            metrics=metrics,
+            chunker=chunker,
+            session_id=session_id,
+        )
         self.tools = (
             tools if tools is not None else (tool_executor.registry if tool_executor else ToolRegistry())
         )
         self.tool_executor = tool_executor or ToolExecutor(self.tools, hooks=self.hooks, metrics=self.metrics)
-        self.speech = SpeechPipeline(
-            providers, self.config, hooks=self.hooks, metrics=self.metrics, chunker=chunker
-        )
-        """The speech steps of the turns (STT, user message, streaming TTS): :mod:`llmrtc.speech`."""
         self._history: list[Message] = []
-        self._active: dict[str, _Turn] = {}
         self._recent: OrderedDict[str, list[Message]] = OrderedDict()
 
     # ------------------------------------------------------------------------------ history
@@ -187,18 +183,11 @@ class ConversationOrchestrator:
         self._history.clear()
         self._recent.clear()
 
-    def load_history(self, messages: Sequence[Message]) -> None:
-        """Replace the history with ``messages`` (e.g. a stored session's), oldest first, no system prompt.
-
-        The messages are copied and made safe for the next LLM request: at most ``max_stored_messages``
-        are kept, and tool calls without results (or results without calls) are dropped, so a damaged
-        stored history cannot break a vendor request. Raises :class:`ConfigError` while a turn runs or
-        when an item is not a message.
-        """
-        if self._active:
-            raise ConfigError("load_history cannot run while a turn is running")
-        kept = restored_history(messages, self.config.max_stored_messages, session_id=self.session_id)
-        self._history = kept
+    def _replace_history(self, messages: Sequence[Message]) -> None:
+        """At most ``max_stored_messages`` are kept (see :func:`llmrtc.history.restored_history`)."""
+        self._history = restored_history(
+            messages, self.config.max_stored_messages, session_id=self.session_id
+        )
         self._recent.clear()
 
     def _append(self, messages: list[Message]) -> None:
@@ -210,7 +199,7 @@ class ConversationOrchestrator:
     def _messages_for(self, turn: _Turn) -> list[Message]:
         out = [Message.system(self.config.system_prompt)] if self.config.system_prompt else []
         out.extend(window(self._history, self.config.history_limit))
-        out.extend(turn.pending)
+        out.extend(turn.recorded())
         if self.config.speaker_labels == "prefix":
             out = [
                 m.model_copy(update={"content": f"[{m.name}] {m.content}", "name": None})
@@ -220,196 +209,43 @@ class ConversationOrchestrator:
             ]
         return out
 
-    # ------------------------------------------------------------------------------ public turns
-
-    def run_turn_stream(
-        self,
-        audio: bytes,
-        attachments: Sequence[VisionAttachment] | None = None,
-        *,
-        speaker: str | None = None,
-        turn_id: str | None = None,
-    ) -> AsyncGenerator[TurnEvent, None]:
-        """One spoken turn: ``audio`` is the WAV of one utterance. Yields the turn's events."""
-        return self._stream(audio, None, attachments, speaker, turn_id, None)
-
-    def run_text_turn_stream(
-        self,
-        text: str,
-        attachments: Sequence[VisionAttachment] | None = None,
-        *,
-        speaker: str | None = None,
-        turn_id: str | None = None,
-        speak: bool | None = None,
-    ) -> AsyncGenerator[TurnEvent, None]:
-        """One typed turn; spoken too when a TTS provider is set (``speak=False`` to only write)."""
-        return self._stream(None, text, attachments, speaker, turn_id, speak)
-
-    async def run_turn(
-        self,
-        audio: bytes,
-        attachments: Sequence[VisionAttachment] | None = None,
-        *,
-        speaker: str | None = None,
-        turn_id: str | None = None,
-    ) -> TurnOutcome:
-        """:meth:`run_turn_stream`, collected."""
-        return await collect_outcome(
-            self.run_turn_stream(audio, attachments, speaker=speaker, turn_id=turn_id)
-        )
-
-    async def run_text_turn(
-        self,
-        text: str,
-        attachments: Sequence[VisionAttachment] | None = None,
-        *,
-        speaker: str | None = None,
-        turn_id: str | None = None,
-        speak: bool | None = None,
-    ) -> TurnOutcome:
-        """:meth:`run_text_turn_stream`, collected."""
-        return await collect_outcome(
-            self.run_text_turn_stream(text, attachments, speaker=speaker, turn_id=turn_id, speak=speak)
-        )
-
-    def interrupt(self, turn_id: str, spoken_text: str | None = None) -> bool:
-        """Barge-in: stop turn ``turn_id`` (if running) and record only ``spoken_text`` as its answer.
-
-        Works on the running turn and on a recently finished one (its audio may still be playing out). With
-        ``spoken_text=None`` a running turn records the segments the consumer fully took. Returns whether
-        a turn was found.
-        """
-        turn = self._active.get(turn_id)
-        if turn is not None:
-            turn.interrupted = True
-            if spoken_text is not None:
-                turn.spoken_override = spoken_text
-            if turn.producer is not None and not turn.producer.done():
-                turn.producer.cancel()
-            return True
-        messages = self._recent.get(turn_id)
-        if messages is None:
-            return False
-        self._amend_interrupted(messages, spoken_text)
-        return True
-
     # ------------------------------------------------------------------------------ the turn
 
-    async def _stream(
-        self,
-        audio: bytes | None,
-        text: str | None,
-        attachments: Sequence[VisionAttachment] | None,
-        speaker: str | None,
-        turn_id: str | None,
-        speak: bool | None,
-    ) -> AsyncGenerator[TurnEvent, None]:
-        tid = turn_id or uuid.uuid4().hex[:12]
-        if tid in self._active:
-            raise ConfigError(f"turn {tid!r} is already running")
-        want_speech = self.providers.tts is not None and (speak is None or speak)
-        turn = _Turn(
-            id=tid,
-            speaker=speaker,
-            ctx=HookContext(session_id=self.session_id, turn_id=tid, participant=speaker),
-            watch=Stopwatch(),
-            speak=want_speech,
-        )
-        self._active[tid] = turn
-        queue: asyncio.Queue[QueueItem] = asyncio.Queue()
-        self.metrics.increment(MetricNames.TURNS)
-        await self.hooks.call("on_turn_start", turn.ctx)
-        try:
-            if audio is not None:
-                if not audio:
-                    result = STTResult(text="")
-                else:
-                    result = await self.speech.transcribe(turn, audio)
-            else:
-                result = STTResult(text=text or "")
-            yield TranscriptEvent(tid, result, speaker)
-            if not result.text.strip():
-                log.info("empty transcript, no LLM call (%s)", turn.ctx.ids())
-                turn.outcome = "empty"
-                yield TurnCompleteEvent(tid, "", {"empty_transcript": True})
-                return
-            turn.pending.append(await self.speech.user_message(turn, result.text, attachments))
-            if turn.interrupted:
-                return
-            turn.producer = asyncio.create_task(self._produce(turn, queue), name=f"turn-{tid}")
-            while True:
-                event = await queue.get()
-                if isinstance(event, EndOfTurn) or turn.interrupted:
-                    break
-                if isinstance(event, TurnCompleteEvent):
-                    self._finish(turn, "completed")
-                turn.consumed(event)  # delivered to the consumer: counts as taken
-                yield event
-        except TurnFailed as failed:
-            turn.outcome = "error"
-            yield ErrorEvent(tid, failed.error, failed.component)
-        finally:
-            producer = turn.producer
-            if producer is not None and not producer.done():
-                producer.cancel()
-            if producer is not None:
-                await asyncio.gather(producer, return_exceptions=True)
-            if turn.outcome == "running":
-                self._finish(turn, "interrupted")
-            self._active.pop(tid, None)
-            timing = turn.watch.timing()
-            self.metrics.timing(MetricNames.TURN_DURATION, timing.duration_ms, {"outcome": turn.outcome})
-            await self.hooks.call("on_turn_end", turn.ctx.child(metadata={"outcome": turn.outcome}), timing)
-
-    async def _produce(self, turn: _Turn, queue: asyncio.Queue[QueueItem]) -> None:
-        emitter = TurnEmitter(queue, self.speech.hold_output())
-        speaker = self.speech.speaker(turn, emitter)
+    async def _produce(
+        self, turn: _Turn, message: Message, emitter: TurnEmitter, speaker: StreamingSpeaker | None
+    ) -> None:
+        """The LLM rounds (``message`` is ``turn.message``), tools between them, then the final answer."""
         tools = self.tools.definitions() if len(self.tools) else []
         rounds = self.config.max_tool_rounds
-        try:
-            final: LLMResult | None = None
-            for round_no in range(rounds + 1):
-                allow_tools = bool(tools) and round_no < rounds
-                request = LLMRequest(
-                    messages=self._messages_for(turn),
-                    temperature=self.config.temperature,
-                    top_p=self.config.top_p,
-                    max_tokens=self.config.max_tokens,
-                    model=self.config.model,
-                    tools=tools,
-                    tool_choice="auto" if allow_tools or not tools else "none",
-                    metadata={"session_id": self.session_id, "turn_id": turn.id, "round": round_no},
-                )
-                result = await self._llm_round(turn, request, round_no, speaker, emitter)
-                if not (result.tool_calls and allow_tools):
-                    if result.tool_calls:
-                        log.warning("ignoring tool calls after the tool-round limit (%s)", turn.ctx.ids())
-                        result = result.model_copy(update={"tool_calls": [], "stop_reason": "end_turn"})
-                    final = result
-                    break
-                await self._run_tools(turn, result, emitter)
-            assert final is not None
-            turn.final_text = final.full_text
-            emitter.emit(LLMFinalEvent(turn.id, final))
-            if speaker is not None:
-                await speaker.finish()
-                if speaker.started:
-                    emitter.emit(TTSCompleteEvent(turn.id))
-            emitter.emit(TurnCompleteEvent(turn.id, final.full_text, {"tool_rounds": round_no}))
-        except TurnFailed as failed:
-            turn.outcome = "error"
-            emitter.emit(ErrorEvent(turn.id, failed.error, failed.component))
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:  # a bug or an unexpected provider failure: fail the turn, never crash
-            log.exception("turn failed unexpectedly (%s)", turn.ctx.ids())
-            turn.outcome = "error"
-            unexpected = await self.speech.fail(turn, exc, "orchestrator")
-            emitter.emit(ErrorEvent(turn.id, unexpected.error, unexpected.component))
-        finally:
-            if speaker is not None:
-                await speaker.aclose()
-            queue.put_nowait(END_OF_TURN)
+        final: LLMResult | None = None
+        for round_no in range(rounds + 1):
+            allow_tools = bool(tools) and round_no < rounds
+            request = LLMRequest(
+                messages=self._messages_for(turn),
+                temperature=self.config.temperature,
+                top_p=self.config.top_p,
+                max_tokens=self.config.max_tokens,
+                model=self.config.model,
+                tools=tools,
+                tool_choice="auto" if allow_tools or not tools else "none",
+                metadata={"session_id": self.session_id, "turn_id": turn.id, "round": round_no},
+            )
+            result = await self._llm_round(turn, request, round_no, speaker, emitter)
+            if not (result.tool_calls and allow_tools):
+                if result.tool_calls:
+                    log.warning("ignoring tool calls after the tool-round limit (%s)", turn.ctx.ids())
+                    result = result.model_copy(update={"tool_calls": [], "stop_reason": "end_turn"})
+                final = result
+                break
+            await self._run_tools(turn, result, emitter)
+        assert final is not None
+        turn.final_text = final.full_text
+        emitter.emit(LLMFinalEvent(turn.id, final))
+        if speaker is not None:
+            await speaker.finish()
+            if speaker.started:
+                emitter.emit(TTSCompleteEvent(turn.id))
+        emitter.emit(TurnCompleteEvent(turn.id, final.full_text, {"tool_rounds": round_no}))
 
     async def _llm_round(
         self,
@@ -502,9 +338,23 @@ class ConversationOrchestrator:
 
     # ------------------------------------------------------------------------------ recording
 
+    def _on_complete(self, turn: _Turn) -> None:
+        self._finish(turn, "completed")
+
+    def _settle(self, turn: _Turn) -> None:
+        if turn.outcome == "running":
+            self._finish(turn, "interrupted")
+
+    def _interrupt_finished(self, turn_id: str, spoken_text: str | None) -> bool:
+        messages = self._recent.get(turn_id)
+        if messages is None:
+            return False
+        self._amend_interrupted(messages, spoken_text)
+        return True
+
     def _finish(self, turn: _Turn, outcome: str) -> None:
         turn.outcome = outcome
-        messages = list(turn.pending)
+        messages = turn.recorded()
         if outcome == "completed":
             if turn.final_text.strip():
                 messages.append(Message.assistant(turn.final_text))

@@ -6,8 +6,9 @@ around the LLM: :meth:`~SpeechPipeline.transcribe` one utterance, build the
 make a sentence :meth:`~SpeechPipeline.new_chunker` and a :class:`StreamingSpeaker`, which synthesizes each
 sentence in order while the LLM goes on streaming, so the first audio comes long before the answer is done.
 
-Both :class:`~llmrtc.orchestrator.ConversationOrchestrator` and
-:class:`~llmrtc.playbooks.voice.VoicePlaybookOrchestrator` are built on it; the turn plumbing it works with
+:class:`~llmrtc.voice_base.VoiceOrchestratorBase` (and so both
+:class:`~llmrtc.orchestrator.ConversationOrchestrator` and
+:class:`~llmrtc.playbooks.voice.VoicePlaybookOrchestrator`) is built on it; the turn plumbing it works with
 (:class:`~llmrtc.turns.SpeechTurn`, :class:`~llmrtc.turns.TurnEmitter`) is in :mod:`llmrtc.turns`.
 """
 

@@ -31,7 +31,7 @@ from llmrtc.events import (
     TurnEvent,
 )
 from llmrtc.hooks import HookContext, Stopwatch
-from llmrtc.types import ToolCallRequest, ToolResult
+from llmrtc.types import Message, ToolCallRequest, ToolResult
 
 
 class TurnFailed(Exception):
@@ -58,7 +58,8 @@ class SpeechTurn:
 
     ``speak`` says whether the answer is synthesized. ``spoken`` holds the text of each TTS segment whose
     last audio event was delivered, ``shown`` the LLM text delivered (what counts when nothing is spoken).
-    ``interrupted``/``spoken_override`` are set by barge-in; ``producer`` is the task filling the queue.
+    ``interrupted``/``spoken_override`` are set by barge-in; ``producer`` is the task filling the queue;
+    ``message`` is the user message, once built.
     """
 
     id: str
@@ -74,6 +75,7 @@ class SpeechTurn:
     spoken_override: str | None = None
     producer: asyncio.Task[None] | None = None
     first_audio: bool = False
+    message: Message | None = None
 
     def consumed(self, event: TurnEvent) -> None:
         """Record that ``event`` was delivered to the consumer."""

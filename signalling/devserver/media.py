@@ -143,6 +143,18 @@ class RelayedTrack(MediaStreamTrack):
         self._relay.detach(self)
 
 
+def _forward_audio_promptly(receiver: RTCRtpReceiver) -> None:
+    """Release each Opus packet as soon as the next one arrives instead of after four (aiortc's default).
+
+    aiortc's audio jitter buffer holds 4 packets (80 ms) before it hands one on; a relay needs no playout
+    smoothing of its own (every subscriber runs its own jitter buffer), so that only adds delay, and the agent
+    stops talking that much later after a barge-in. One packet still reorders adjacent packets.
+    """
+    buffer = getattr(receiver, "_RTCRtpReceiver__jitter_buffer", None)
+    if buffer is not None and hasattr(buffer, "_prefetch"):
+        buffer._prefetch = 1
+
+
 class TrackRelay:
     """Reads one received track and fans its packets out to every :class:`RelayedTrack`."""
 
@@ -156,6 +168,8 @@ class TrackRelay:
         self.kind = source.kind
         self.packets = 0
         self._subscribers: set[RelayedTrack] = set()
+        if self.kind == "audio" and receiver is not None:
+            _forward_audio_promptly(receiver)
         self._task = asyncio.get_running_loop().create_task(self._run(), name=f"relay-{track_sid}")
         self._keyframe_task: asyncio.Task[None] | None = None
         if self.kind == "video":

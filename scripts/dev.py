@@ -179,8 +179,11 @@ def main(argv: list[str] | None = None) -> int:
     livekit_url = f"ws://{host}:{dev_port}"
     common = {**env, "PYTHONUNBUFFERED": "1", "LIVEKIT_API_KEY": api_key, "LIVEKIT_API_SECRET": api_secret}
     common["LIVEKIT_URL"] = livekit_url
-    # one agent name for the worker and the tokens the token service mints (named dispatch, as in compose)
-    common["AGENT_NAME"] = env.get("AGENT_NAME", "llmrtc-agent")
+    # one agent name for the worker and the tokens the token service mints (named dispatch, as in compose);
+    # AGENT_NAME set but empty in .env: automatic dispatch (the worker takes every room, tokens ask for none)
+    from worker.config import DEFAULT_AGENT_NAME
+
+    common["AGENT_NAME"] = env.get("AGENT_NAME", DEFAULT_AGENT_NAME)
     py = sys.executable
     children = [
         Child(

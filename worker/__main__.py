@@ -36,9 +36,14 @@ def main(argv: list[str] | None = None) -> int:
 
     logging.getLogger("llmrtc").setLevel(logging.INFO)
     sys.argv = [sys.argv[0], *args]
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        cli.run_app(server_options(settings))
+    from worker.store import close_process_session_store
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            cli.run_app(server_options(settings))
+    finally:
+        close_process_session_store()  # the store the jobs of this process shared
     return 0
 
 

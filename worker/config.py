@@ -9,16 +9,27 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
+from dotenv import dotenv_values
 from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic.fields import FieldInfo
+from pydantic_settings import (
+    BaseSettings,
+    DotEnvSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
 
 from llmrtc.errors import ConfigError
 
 FloorPolicy = Literal["everyone", "name", "designated"]
 QueuePolicy = Literal["queue", "merge"]
 ExecutorKind = Literal["thread", "process"]
+
+DEFAULT_AGENT_NAME = "llmrtc-agent"
+"""The agent name the worker registers and the token service dispatches by default (named dispatch)."""
+_AGENT_NAME_VARS = ("AGENT_NAME", "LIVEKIT_AGENT_NAME")
 
 DEFAULT_SYSTEM_PROMPT = (
     "You are a helpful voice assistant in a room with one or more people. User messages start with the "
@@ -36,8 +47,11 @@ class WorkerSettings(BaseSettings):
     livekit_url: str = Field(default="", validation_alias="LIVEKIT_URL")
     livekit_api_key: str = Field(default="", validation_alias="LIVEKIT_API_KEY", repr=False)
     livekit_api_secret: str = Field(default="", validation_alias="LIVEKIT_API_SECRET", repr=False)
-    agent_name: str = Field(default="", validation_alias=AliasChoices("AGENT_NAME", "LIVEKIT_AGENT_NAME"))
-    """Empty: dispatched automatically to every new room. Set: only by explicit (named) dispatch."""
+    agent_name: str = Field(
+        default=DEFAULT_AGENT_NAME, validation_alias=AliasChoices("AGENT_NAME", "LIVEKIT_AGENT_NAME")
+    )
+    """Named dispatch (default ``llmrtc-agent``, as the token service); set to empty: dispatched
+    automatically to every new room."""
     agent_display_name: str = Field(default="Assistant", validation_alias="AGENT_DISPLAY_NAME")
     """The agent's participant name; with ``FLOOR_POLICY=name`` it is the word that gives a human the floor."""
 
@@ -77,6 +91,34 @@ class WorkerSettings(BaseSettings):
     tts_sample_rate: int = Field(default=24000, validation_alias="AGENT_AUDIO_SAMPLE_RATE")
     executor: ExecutorKind = Field(default="thread", validation_alias="WORKER_EXECUTOR")
     """``thread``: many rooms share one process (and one VAD model); ``process``: one process per job."""
+
+    session_store_url: str = Field(default="", validation_alias="SESSION_STORE_URL")
+    """Where room conversations are kept: empty or ``memory`` (this process), ``redis://...`` (shared)."""
+    session_ttl_s: float = Field(default=1800.0, gt=0.0, le=7 * 86400.0, validation_alias="SESSION_TTL_S")
+    """A room's state is kept this long after its last save (a room that comes back within it resumes)."""
+    session_delete_on_end: bool = Field(default=False, validation_alias="SESSION_DELETE_ON_END")
+    """Delete a room's state when its last human leaves, instead of letting it expire."""
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        explicit = _ExplicitEmptyAgentName(settings_cls, dotenv_settings)
+        return init_settings, explicit, env_settings, dotenv_settings, file_secret_settings
+
+    @field_validator("session_store_url")
+    @classmethod
+    def _store_url(cls, value: str) -> str:
+        spec = value.strip()
+        scheme = spec.split("://", 1)[0].lower() if "://" in spec else spec.lower()
+        if scheme not in ("", "memory", "redis", "rediss", "unix"):
+            raise ValueError("must be empty, 'memory' or a Redis URL such as redis://localhost:6379/0")
+        return spec
 
     @field_validator("tts_sample_rate")
     @classmethod
@@ -122,6 +164,38 @@ class WorkerSettings(BaseSettings):
             )
 
 
+class _ExplicitEmptyAgentName(PydanticBaseSettingsSource):
+    """``AGENT_NAME=`` set but empty means automatic dispatch (other empty variables mean "the default").
+
+    The environment wins over ``.env``, as for every variable.
+    """
+
+    def __init__(self, settings_cls: type[BaseSettings], dotenv: PydanticBaseSettingsSource) -> None:
+        super().__init__(settings_cls)
+        self._dotenv = dotenv
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False
+
+    def _dotenv_values(self) -> dict[str, str | None]:
+        files = self._dotenv.env_file if isinstance(self._dotenv, DotEnvSettingsSource) else None
+        if files is None:
+            return {}
+        values: dict[str, str | None] = {}
+        for path in [files] if isinstance(files, str | Path) else list(files):
+            if Path(path).is_file():
+                values.update({k.upper(): v for k, v in dotenv_values(path).items()})
+        return values
+
+    def __call__(self) -> dict[str, Any]:
+        env = {k.upper(): v for k, v in os.environ.items() if k.upper() in _AGENT_NAME_VARS}
+        if not env:
+            env = {k: v or "" for k, v in self._dotenv_values().items() if k in _AGENT_NAME_VARS}
+        if env and all(not value.strip() for value in env.values()):
+            return {"AGENT_NAME": ""}
+        return {}
+
+
 def env_file_path() -> str:
     """The ``.env`` file the worker reads: ``LLMRTC_ENV_FILE`` when set (tests point it elsewhere), else ``.env``."""
     return os.environ.get("LLMRTC_ENV_FILE") or ".env"
@@ -146,6 +220,7 @@ def load_settings(env_file: str | Path | Literal["default"] | None = "default") 
 
 
 __all__ = [
+    "DEFAULT_AGENT_NAME",
     "DEFAULT_SYSTEM_PROMPT",
     "ExecutorKind",
     "FloorPolicy",

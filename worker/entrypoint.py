@@ -1,9 +1,13 @@
 """One job = one room: connect, wire the room to the conversation, run until the room empties.
 
 ``server_options()`` builds livekit-agents' worker options from :class:`worker.config.WorkerSettings`:
-automatic dispatch when ``AGENT_NAME`` is empty, named dispatch otherwise; jobs run on threads of one
-process by default (``WORKER_EXECUTOR=thread``), so many rooms share the imports, the provider modules and
-the one Silero VAD model loaded by :func:`prewarm`.
+named dispatch as ``AGENT_NAME`` (default ``llmrtc-agent``), automatic dispatch when it is set empty; the
+agent joins as ``AGENT_DISPLAY_NAME`` (:func:`make_request_fnc`); jobs run on threads of one process by
+default (``WORKER_EXECUTOR=thread``), so many rooms share the imports, the provider modules, the one Silero
+VAD model loaded by :func:`prewarm` and the one session store (:mod:`worker.store`).
+
+A job restores the room's stored conversation before its first turn and saves it after every change
+(:mod:`worker.persistence`), so a room re-dispatched to another worker continues where it was.
 """
 
 from __future__ import annotations
@@ -11,18 +15,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from livekit import agents
-from livekit.agents import JobContext, JobExecutorType, JobProcess, WorkerOptions
+from livekit.agents import JobContext, JobExecutorType, JobProcess, JobRequest, WorkerOptions
 
 from llmrtc.audio.vad import VADEngine, get_shared_engine
+from llmrtc.sessions import create_session_store
 from worker.config import WorkerSettings, load_settings
 from worker.conversation import Providers, build_conversation, providers_from_env
 from worker.listeners import ListenerFactory
+from worker.persistence import PersistentConversation, RoomPersistence
 from worker.protocol import ErrorMsg
 from worker.room import RoomIO
 from worker.session import RoomSession
+from worker.store import process_session_store
 
 log = logging.getLogger("llmrtc.worker")
 
@@ -30,6 +38,16 @@ log = logging.getLogger("llmrtc.worker")
 def prewarm(proc: JobProcess) -> None:
     """Load the VAD model once per worker process (shared by every job of the process)."""
     proc.userdata["vad"] = get_shared_engine()
+
+
+def make_request_fnc(settings: WorkerSettings) -> Callable[[JobRequest], Awaitable[None]]:
+    """The job request handler: accept every job, joining as ``AGENT_DISPLAY_NAME``."""
+
+    async def accept_job(request: JobRequest) -> None:
+        log.info("accepting job", extra={"room": request.room.name, "job": request.id})
+        await request.accept(name=settings.agent_display_name)
+
+    return accept_job
 
 
 async def entrypoint(ctx: JobContext) -> None:
@@ -44,23 +62,32 @@ async def entrypoint(ctx: JobContext) -> None:
     room_io = RoomIO(room, sample_rate=settings.tts_sample_rate)
     room_io.set_agent_state("initializing")
     session: RoomSession | None = None
+    persistence: RoomPersistence | None = None
+    ended_empty = False
     disconnected = asyncio.Event()
     room.on("disconnected", lambda *_: disconnected.set())
     try:
         conversation = build_conversation(settings, providers, session_id=room.name)
+        store = process_session_store(settings.session_store_url, ttl_s=settings.session_ttl_s)
+        persistence = RoomPersistence(
+            store, room.name, conversation.orchestrator, metadata={"job": ctx.job.id}
+        )
+        await persistence.restore()  # before the first turn and the first "joined" note
         session = RoomSession(
             settings,
             room_io,
-            conversation,
+            PersistentConversation(conversation, persistence),
             providers.stt,
             ListenerFactory(settings, engine),
             room_name=room.name,
         )
         await room_io.start(session)
         session.start()
-        waiters = [asyncio.ensure_future(session.wait_empty()), asyncio.ensure_future(disconnected.wait())]
+        empty = asyncio.ensure_future(session.wait_empty())
+        waiters = [empty, asyncio.ensure_future(disconnected.wait())]
         try:
             await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+            ended_empty = empty.done() and not empty.cancelled()
         finally:
             for waiter in waiters:
                 waiter.cancel()
@@ -78,6 +105,10 @@ async def entrypoint(ctx: JobContext) -> None:
     finally:
         if session is not None:
             await session.aclose()
+        if persistence is not None:
+            # the last human left: the room ended normally (its state expires after SESSION_TTL_S, or
+            # goes now with SESSION_DELETE_ON_END); otherwise keep it for the worker that takes over
+            await persistence.aclose(delete=ended_empty and settings.session_delete_on_end)
         await room_io.aclose()
         await providers.aclose()
         with contextlib.suppress(Exception):
@@ -97,6 +128,7 @@ def server_options(settings: WorkerSettings | None = None) -> WorkerOptions:
         kwargs["api_secret"] = settings.livekit_api_secret
     return WorkerOptions(
         entrypoint_fnc=entrypoint,
+        request_fnc=make_request_fnc(settings),
         prewarm_fnc=prewarm,
         agent_name=settings.agent_name,
         job_executor_type=executor,
@@ -108,9 +140,10 @@ def check_startup(settings: WorkerSettings) -> Providers:
     """Validate what a job will need before the worker registers: LiveKit settings, providers, playbook and
     tools. Raises :class:`ConfigError` saying what to fix."""
     settings.require_livekit()
+    create_session_store(settings.session_store_url, ttl_s=settings.session_ttl_s)  # ConfigError if bad
     providers = providers_from_env()
     build_conversation(settings, providers)
     return providers
 
 
-__all__ = ["check_startup", "entrypoint", "prewarm", "server_options"]
+__all__ = ["check_startup", "entrypoint", "make_request_fnc", "prewarm", "server_options"]

@@ -39,6 +39,7 @@ def worker(
         "LIVEKIT_URL": dev.url,
         "LIVEKIT_API_KEY": API_KEY,
         "LIVEKIT_API_SECRET": API_SECRET,
+        "AGENT_NAME": "",  # set but empty: automatic dispatch (the tests' tokens name no agent)
         "VAD_MIN_SILENCE_MS": "500",
         "FALSE_INTERRUPTION_TIMEOUT": "1.0",
         "WORKER_EXECUTOR": "thread",

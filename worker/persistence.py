@@ -1,0 +1,212 @@
+"""One room's conversation state in the session store: loaded when the job starts, saved after every change.
+
+:class:`RoomPersistence` restores the orchestrator from the stored :class:`~llmrtc.sessions.SessionState`
+(history, and the playbook engine's state in playbook mode) before the first turn, then saves in the
+background whenever :meth:`RoomPersistence.changed` is called: after each completed or interrupted turn
+and after each context note (:class:`PersistentConversation` calls it). Saves are coalesced (one at a time,
+always of the latest state), so the turn path never waits on the store.
+
+Failures never end the job: a :class:`~llmrtc.errors.SessionConflictError` means another worker took the
+room over (its save was newer), so this job stops saving; any other
+:class:`~llmrtc.errors.SessionStoreError` is logged and the next change tries again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+from llmrtc.errors import LLMRTCError, SessionConflictError, SessionStoreError
+from llmrtc.events import TurnEvent
+from llmrtc.sessions import SessionState, SessionStore
+from worker.session import Conversation
+
+log = logging.getLogger("llmrtc.worker.persistence")
+
+
+class RoomPersistence:
+    """Load and save one room's state. ``orchestrator`` has ``history`` and ``load_history`` (and, for a
+    playbook, ``snapshot``/``restore``); ``store`` is ``None`` when persistence is off."""
+
+    def __init__(
+        self,
+        store: SessionStore | None,
+        room: str,
+        orchestrator: Any,
+        *,
+        metadata: dict[str, Any] | None = None,
+        close_timeout_s: float = 10.0,
+    ) -> None:
+        self._store = store
+        self._room = room
+        self._orch = orchestrator
+        self._metadata = dict(metadata or {})
+        self._close_timeout_s = close_timeout_s
+        self._state = SessionState(session_id=room)
+        self._dirty = False
+        self._wake = asyncio.Event()
+        self._closing = False
+        self._task: asyncio.Task[None] | None = None
+        self.owned = store is not None
+        """False once another worker saved the room (this job then stops saving)."""
+        self.saves = 0
+        """Successful saves so far (for logs and tests)."""
+
+    @property
+    def version(self) -> int:
+        """The version of the state this job last loaded or saved (0: none)."""
+        return self._state.version
+
+    async def restore(self) -> bool:
+        """Load the room's stored state into the orchestrator (before the first turn) and start saving.
+
+        Returns whether a stored state was applied. A store failure or an unusable state is logged and the
+        conversation starts fresh.
+        """
+        restored = False
+        if self._store is not None:
+            try:
+                stored = await self._store.load(self._room)
+            except SessionStoreError as exc:
+                log.warning(
+                    "could not load the room's session: %s (starting fresh)", exc.code, extra=self._extra
+                )
+                stored = None
+            if stored is not None:
+                restored = self._apply(stored)
+                self._state.version = stored.version  # saves build on the stored version either way
+            self._task = asyncio.create_task(self._saver(), name=f"llmrtc-session-save-{self._room}")
+        return restored
+
+    def _apply(self, stored: SessionState) -> bool:
+        try:
+            self._orch.load_history(stored.history)
+        except LLMRTCError as exc:
+            log.warning("stored history refused: %s (starting fresh)", exc.code, extra=self._extra)
+            return False
+        if stored.playbook is not None and hasattr(self._orch, "restore"):
+            try:
+                self._orch.restore(stored.playbook)
+            except LLMRTCError as exc:
+                log.warning(
+                    "stored playbook state refused: %s (the playbook starts over)",
+                    exc.code,
+                    extra=self._extra,
+                )
+        log.info(
+            "session restored (version %d, %d messages)",
+            stored.version,
+            len(stored.history),
+            extra=self._extra,
+        )
+        return True
+
+    def changed(self) -> None:
+        """The conversation changed: save it soon (never blocks, never raises)."""
+        if self._task is None or not self.owned or self._closing:
+            return
+        self._dirty = True
+        self._wake.set()
+
+    async def aclose(self, *, delete: bool = False) -> None:
+        """Save what is pending, stop, and with ``delete`` forget the room's state (the room ended)."""
+        if self._task is None or self._closing:
+            return
+        self._closing = True
+        self._wake.set()
+        try:
+            await asyncio.wait_for(asyncio.shield(self._task), self._close_timeout_s)
+        except TimeoutError:
+            log.warning("the last session save did not finish in time", extra=self._extra)
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if delete and self.owned and self._store is not None:
+            try:
+                await self._store.delete(self._room)
+                log.info("session deleted (the room ended)", extra=self._extra)
+            except SessionStoreError as exc:
+                log.warning("could not delete the room's session: %s", exc.code, extra=self._extra)
+
+    @property
+    def _extra(self) -> dict[str, Any]:
+        return {"room": self._room, **{k: v for k, v in self._metadata.items() if k == "job"}}
+
+    async def _saver(self) -> None:
+        while True:
+            if not self._dirty:
+                if self._closing:
+                    return
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            self._dirty = False
+            if self.owned:
+                await self._save_once()
+
+    async def _save_once(self) -> None:
+        assert self._store is not None
+        state = self._state
+        try:
+            state.history = self._orch.history
+            if hasattr(self._orch, "snapshot"):
+                try:
+                    state.playbook = self._orch.snapshot()
+                except LLMRTCError as exc:
+                    log.warning("playbook state not saved: %s", exc.code, extra=self._extra)
+            state.metadata = dict(self._metadata)
+            # shielded: a save that reached the store must update our version, or the next one conflicts
+            await asyncio.shield(self._store.save(state))
+            self.saves += 1
+            log.debug("session saved (version %d)", state.version, extra=self._extra)
+        except SessionConflictError as exc:
+            self.owned = False
+            log.warning(
+                "another worker saved this room (stored version %d): no longer saving it",
+                exc.stored_version,
+                extra=self._extra,
+            )
+        except SessionStoreError as exc:
+            log.warning("session save failed: %s (the conversation goes on)", exc.code, extra=self._extra)
+        except Exception:
+            log.exception("session save crashed (the conversation goes on)", extra=self._extra)
+
+
+class PersistentConversation:
+    """A :class:`worker.session.Conversation` that tells :class:`RoomPersistence` after every change."""
+
+    def __init__(self, inner: Conversation, persistence: RoomPersistence) -> None:
+        self._inner = inner
+        self._persistence = persistence
+
+    async def _saving(self, events: AsyncIterator[TurnEvent]) -> AsyncIterator[TurnEvent]:
+        try:
+            async for event in events:
+                yield event
+        finally:
+            closer = getattr(events, "aclose", None)
+            if closer is not None:
+                await closer()
+        self._persistence.changed()  # completed (closed early = interrupted: interrupt() saves)
+
+    def run_text_turn(self, text: str, *, speaker: str | None, turn_id: str) -> AsyncIterator[TurnEvent]:
+        return self._saving(self._inner.run_text_turn(text, speaker=speaker, turn_id=turn_id))
+
+    def say(self, text: str, *, turn_id: str) -> AsyncIterator[TurnEvent]:
+        return self._saving(self._inner.say(text, turn_id=turn_id))
+
+    async def interrupt(self, turn_id: str, spoken_text: str) -> None:
+        try:
+            await self._inner.interrupt(turn_id, spoken_text)
+        finally:
+            self._persistence.changed()
+
+    async def add_context_note(self, note: str) -> None:
+        await self._inner.add_context_note(note)
+        self._persistence.changed()
+
+
+__all__ = ["PersistentConversation", "RoomPersistence"]

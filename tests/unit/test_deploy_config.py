@@ -66,3 +66,13 @@ def test_dockerfile_copies_existing_paths() -> None:
             sources = line.split()[1:-1]
             for src in sources:
                 assert (ROOT / src.rstrip("/")).exists(), src
+
+
+def test_workers_share_conversations_through_the_compose_redis() -> None:
+    services = load("docker-compose.yml")["services"]
+    env = services["worker"]["environment"]
+    assert str(env["SESSION_STORE_URL"]).startswith("redis://redis:")
+    assert "redis" in services["worker"]["depends_on"]
+    from worker.config import WorkerSettings
+
+    assert WorkerSettings.model_fields["session_store_url"].validation_alias == "SESSION_STORE_URL"

@@ -164,7 +164,8 @@ async def test_barge_in_cancels_and_silences(servers: Servers, worker: WorkerPro
             f"barge-in: audio stopped {cut * 1000:.0f} ms after the event; downstream {downstream * 1000:.0f} ms"
         )
         assert cut - max(0.0, downstream) <= 0.3, f"audio went on {cut:.3f}s after the barge-in"
-        assert cut <= 0.8, "even with the dev server's buffering the agent must fall silent quickly"
+        # Measured here at the listener, all buffering included: 112-233 ms.
+        assert cut <= 0.5, "even with the dev server's buffering the agent must fall silent quickly"
         history = fake.chat_requests[-1]["messages"]
         interrupted = [m for m in history if m["role"] == "assistant"]
         assert interrupted and len(interrupted[-1]["content"]) < len(long_answer)

@@ -9,6 +9,8 @@ from __future__ import annotations
 import email.utils
 import logging
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 from llmrtc.errors import (
     AuthenticationError,
@@ -104,6 +106,13 @@ def connection_error(provider: str, exc: BaseException | str) -> ProviderConnect
     return ProviderConnectionError(f"connection failed: {detail}", provider=provider)
 
 
+def truncated_stream(provider: str, end: str) -> ProviderConnectionError:
+    """A retryable :class:`ProviderConnectionError` for a stream that stopped before ``end`` (the vendor's
+    end-of-answer marker) arrived."""
+    log.warning("stream ended before %s", end, extra={"provider": provider})
+    return ProviderConnectionError(f"the stream ended before {end}", provider=provider)
+
+
 def timeout_error(provider: str, timeout_s: float | None = None) -> ProviderTimeoutError:
     """A retryable :class:`ProviderTimeoutError`."""
     after = f" after {timeout_s:g}s" if timeout_s else ""
@@ -111,4 +120,23 @@ def timeout_error(provider: str, timeout_s: float | None = None) -> ProviderTime
     return ProviderTimeoutError(f"request timed out{after}", provider=provider)
 
 
-__all__ = ["connection_error", "error_from_status", "parse_retry_after", "timeout_error"]
+@contextmanager
+def mapped_errors(map_error: Callable[[BaseException], ProviderError]) -> Iterator[None]:
+    """Re-raise any failure in the block as the vendor's ``map_error`` maps it; a :class:`ProviderError`
+    (already mapped, or raised on purpose) passes unchanged."""
+    try:
+        yield
+    except ProviderError:
+        raise
+    except Exception as exc:
+        raise map_error(exc) from exc
+
+
+__all__ = [
+    "connection_error",
+    "error_from_status",
+    "mapped_errors",
+    "parse_retry_after",
+    "timeout_error",
+    "truncated_stream",
+]

@@ -13,8 +13,15 @@ import os
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
-from llmrtc.errors import ConfigError, ProviderConnectionError, ProviderError, ProviderResponseError
-from llmrtc.providers._errors import connection_error, error_from_status, timeout_error
+from llmrtc.errors import ConfigError, ProviderError, ProviderResponseError
+from llmrtc.providers._errors import (
+    connection_error,
+    error_from_status,
+    mapped_errors,
+    timeout_error,
+    truncated_stream,
+)
+from llmrtc.providers._messages import speaker_text, system_and_turns, tool_call_id
 from llmrtc.providers.base import LLMCapabilities, LLMProvider, ToolCallAccumulator
 from llmrtc.providers.resilience import RetryPolicy, call_with_retries, stream_with_retries
 from llmrtc.types import (
@@ -104,10 +111,8 @@ class AnthropicLLMProvider(LLMProvider):
         params = build_params(request, self.model, self.max_tokens)
 
         async def once() -> LLMResult:
-            try:
+            with mapped_errors(map_error):
                 message = await self._sdk().messages.create(**params)
-            except Exception as exc:
-                raise map_error(exc) from exc
             return _result_from_message(message.model_dump())
 
         return await call_with_retries(once, self.retry)
@@ -122,7 +127,7 @@ class AnthropicLLMProvider(LLMProvider):
         usage = Usage()
         stop_reason: StopReason = "end_turn"
         finished = False
-        try:
+        with mapped_errors(map_error):
             events = await self._sdk().messages.create(**params, stream=True)
             async with events:
                 async for event in events:
@@ -149,13 +154,8 @@ class AnthropicLLMProvider(LLMProvider):
                             usage.output_tokens = event.usage.output_tokens
                     elif kind == "message_stop":
                         finished = True
-        except ProviderError:
-            raise
-        except Exception as exc:
-            raise map_error(exc) from exc
         if not finished:
-            log.warning("stream ended before message_stop", extra={"provider": PROVIDER})
-            raise ProviderConnectionError("the stream ended before message_stop", provider=PROVIDER)
+            raise truncated_stream(PROVIDER, "message_stop")
         yield LLMChunk(done=True, stop_reason=stop_reason, usage=usage, tool_calls=tools.calls())
 
 
@@ -205,29 +205,13 @@ def convert_tool_choice(choice: ToolChoice) -> dict[str, Any]:
 
 def convert_messages(messages: list[Message]) -> tuple[str, list[dict[str, Any]]]:
     """Split out the system prompt and turn the rest into alternating user/assistant block lists."""
-    system_parts: list[str] = []
-    out: list[dict[str, Any]] = []
-    for msg in messages:
-        if msg.role == "system":
-            if msg.content:
-                system_parts.append(msg.content)
-            continue
-        role = "assistant" if msg.role == "assistant" else "user"
-        blocks = _blocks(msg)
-        if not blocks:
-            continue
-        if out and out[-1]["role"] == role:
-            out[-1]["content"].extend(blocks)
-        else:
-            out.append({"role": role, "content": blocks})
+    system_parts, out = system_and_turns(messages, _blocks)
     return "\n\n".join(system_parts), out
 
 
 def _blocks(msg: Message) -> list[dict[str, Any]]:
     if msg.role == "tool":
-        if not msg.tool_call_id:
-            raise ProviderResponseError("a tool message needs tool_call_id", provider=PROVIDER)
-        return [{"type": "tool_result", "tool_use_id": msg.tool_call_id, "content": msg.content}]
+        return [{"type": "tool_result", "tool_use_id": tool_call_id(msg, PROVIDER), "content": msg.content}]
     blocks: list[dict[str, Any]] = []
     for att in msg.attachments:
         blocks.append(
@@ -236,7 +220,7 @@ def _blocks(msg: Message) -> list[dict[str, Any]]:
                 "source": {"type": "base64", "media_type": att.mime_type, "data": att.base64_data},
             }
         )
-    text = f"{msg.name}: {msg.content}" if msg.name and msg.role == "user" and msg.content else msg.content
+    text = speaker_text(msg)
     if text:
         blocks.append({"type": "text", "text": text})
     for call in msg.tool_calls:

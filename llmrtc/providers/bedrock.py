@@ -20,11 +20,17 @@ from llmrtc.errors import (
     AuthenticationError,
     ConfigError,
     InvalidRequestError,
-    ProviderConnectionError,
     ProviderError,
     ProviderResponseError,
 )
-from llmrtc.providers._errors import connection_error, error_from_status, timeout_error
+from llmrtc.providers._errors import (
+    connection_error,
+    error_from_status,
+    mapped_errors,
+    timeout_error,
+    truncated_stream,
+)
+from llmrtc.providers._messages import speaker_text, system_and_turns, tool_call_id
 from llmrtc.providers.base import LLMCapabilities, LLMProvider, ToolCallAccumulator
 from llmrtc.providers.resilience import RetryPolicy, call_with_retries, stream_with_retries
 from llmrtc.types import (
@@ -172,10 +178,8 @@ class BedrockLLMProvider(LLMProvider):
 
         async def once() -> LLMResult:
             client = await self._sdk()
-            try:
+            with mapped_errors(map_error):
                 response = await client.converse(**params)
-            except Exception as exc:
-                raise map_error(exc) from exc
             return _result(response)
 
         return await call_with_retries(once, self.retry)
@@ -229,8 +233,7 @@ class BedrockLLMProvider(LLMProvider):
             if events is not None:
                 events.close()  # release the connection, also when cut or abandoned mid-way
         if stop_reason is None:
-            log.warning("stream ended before messageStop", extra={"provider": PROVIDER})
-            raise ProviderConnectionError("the stream ended before messageStop", provider=PROVIDER)
+            raise truncated_stream(PROVIDER, "messageStop")
         yield LLMChunk(done=True, stop_reason=stop_reason, usage=usage, tool_calls=tools.calls())
 
 
@@ -284,28 +287,12 @@ def convert_tool_choice(choice: ToolChoice) -> dict[str, Any] | None:
 
 
 def convert_messages(messages: list[Message]) -> tuple[list[str], list[dict[str, Any]]]:
-    system: list[str] = []
-    out: list[dict[str, Any]] = []
-    for msg in messages:
-        if msg.role == "system":
-            if msg.content:
-                system.append(msg.content)
-            continue
-        role = "assistant" if msg.role == "assistant" else "user"
-        blocks = _blocks(msg)
-        if not blocks:
-            continue
-        if out and out[-1]["role"] == role:
-            out[-1]["content"].extend(blocks)
-        else:
-            out.append({"role": role, "content": blocks})
-    return system, out
+    return system_and_turns(messages, _blocks)
 
 
 def _blocks(msg: Message) -> list[dict[str, Any]]:
     if msg.role == "tool":
-        if not msg.tool_call_id:
-            raise ProviderResponseError("a tool message needs tool_call_id", provider=PROVIDER)
+        call_id = tool_call_id(msg, PROVIDER)
         content: list[dict[str, Any]]
         try:
             value = json.loads(msg.content)
@@ -313,7 +300,7 @@ def _blocks(msg: Message) -> list[dict[str, Any]]:
             value = None
         content = [{"json": value}] if isinstance(value, dict) else [{"text": msg.content or "(empty)"}]
         status = "error" if isinstance(value, dict) and "error" in value and len(value) <= 2 else "success"
-        return [{"toolResult": {"toolUseId": msg.tool_call_id, "content": content, "status": status}}]
+        return [{"toolResult": {"toolUseId": call_id, "content": content, "status": status}}]
     blocks: list[dict[str, Any]] = []
     for att in msg.attachments:
         fmt = _IMAGE_FORMATS.get(att.mime_type.lower())
@@ -322,7 +309,7 @@ def _blocks(msg: Message) -> list[dict[str, Any]]:
                 f"Bedrock takes png, jpeg, gif or webp images, not {att.mime_type}", provider=PROVIDER
             )
         blocks.append({"image": {"format": fmt, "source": {"bytes": att.to_bytes()}}})
-    text = f"{msg.name}: {msg.content}" if msg.name and msg.role == "user" and msg.content else msg.content
+    text = speaker_text(msg)
     if text:
         blocks.append({"text": text})
     for call in msg.tool_calls:

@@ -32,7 +32,7 @@ from llmrtc.errors import (
     ProviderError,
     ProviderResponseError,
 )
-from llmrtc.providers._errors import connection_error, error_from_status, timeout_error
+from llmrtc.providers._errors import connection_error, error_from_status, mapped_errors, timeout_error
 from llmrtc.providers.base import TTSCapabilities, TTSProvider
 from llmrtc.providers.resilience import RetryPolicy, call_with_retries, stream_with_retries
 from llmrtc.types import TTSChunk, TTSConfig
@@ -146,7 +146,7 @@ class ElevenLabsTTSProvider(TTSProvider):
         from elevenlabs import VoiceSettings
 
         decoder = _Decoder(self.codec, self.sample_rate)
-        try:
+        with mapped_errors(map_error):
             audio = self._sdk().text_to_speech.stream(
                 voice,
                 text=text,
@@ -159,10 +159,6 @@ class ElevenLabsTTSProvider(TTSProvider):
                 pcm = decoder.feed(piece)
                 if pcm:
                     yield TTSChunk(pcm=pcm, sample_rate=self.sample_rate)
-        except ProviderError:
-            raise
-        except Exception as exc:
-            raise map_error(exc) from exc
         tail = decoder.flush()
         if tail:
             yield TTSChunk(pcm=tail, sample_rate=self.sample_rate)

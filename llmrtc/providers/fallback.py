@@ -109,11 +109,13 @@ class _Chain(Generic[P]):
         assert last is not None
         raise last
 
-    async def _init_all(self) -> None:
+    async def init(self) -> None:
+        """Initialise every provider in the chain."""
         for p in self.providers:
             await p.init()
 
-    async def _close_all(self) -> None:
+    async def aclose(self) -> None:
+        """Close every provider in the chain."""
         for p in self.providers:
             await p.aclose()
 
@@ -134,12 +136,6 @@ class FallbackLLM(_Chain[LLMProvider], LLMProvider):
             vision=all(c.vision for c in caps),
         )
 
-    async def init(self) -> None:
-        await self._init_all()
-
-    async def aclose(self) -> None:
-        await self._close_all()
-
     async def complete(self, request: LLMRequest) -> LLMResult:
         return await self._first_ok(lambda p: p.complete(request))
 
@@ -157,12 +153,6 @@ class FallbackSTT(_Chain[STTProvider], STTProvider):
         super().__init__(providers)
         self.name = self._chain_name()
         self.capabilities = STTCapabilities(streaming=self.providers[0].capabilities.streaming)
-
-    async def init(self) -> None:
-        await self._init_all()
-
-    async def aclose(self) -> None:
-        await self._close_all()
 
     async def transcribe(self, audio: bytes, config: STTConfig | None = None) -> STTResult:
         return await self._first_ok(lambda p: p.transcribe(audio, config))
@@ -188,12 +178,6 @@ class FallbackTTS(_Chain[TTSProvider], TTSProvider):
         self.capabilities = TTSCapabilities(
             streaming=first.capabilities.streaming, input_streaming=first.capabilities.input_streaming
         )
-
-    async def init(self) -> None:
-        await self._init_all()
-
-    async def aclose(self) -> None:
-        await self._close_all()
 
     async def speak(self, text: str, config: TTSConfig | None = None) -> TTSResult:
         return await self._first_ok(lambda p: p.speak(text, config))

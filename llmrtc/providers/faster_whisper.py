@@ -25,6 +25,7 @@ from llmrtc.providers._http import (
     map_transport_error,
     raise_for_status,
 )
+from llmrtc.providers._lazy import LoadedOnce
 from llmrtc.providers.base import STTProvider
 from llmrtc.providers.resilience import RetryPolicy, call_with_retries
 from llmrtc.types import STTConfig, STTResult
@@ -154,23 +155,14 @@ class FasterWhisperLocalSTTProvider(STTProvider):
         self.num_workers = max(1, num_workers)
         self.download_root = download_root
         self.local_files_only = local_files_only
-        self._model: Any = None
-        self._load_lock = asyncio.Lock()
+        self._model: LoadedOnce[Any] = LoadedOnce(self._load)
         self._slots = asyncio.Semaphore(self.num_workers)
 
     async def init(self) -> None:
-        await self._ensure_model()
+        await self._model.get()
 
     async def aclose(self) -> None:
-        self._model = None
-
-    async def _ensure_model(self) -> Any:
-        if self._model is not None:
-            return self._model
-        async with self._load_lock:
-            if self._model is None:
-                self._model = await asyncio.to_thread(self._load)
-        return self._model
+        self._model.drop()
 
     def _load(self) -> Any:
         try:
@@ -235,7 +227,7 @@ class FasterWhisperLocalSTTProvider(STTProvider):
             samples = wav_to_float32_16k(audio)
         except CodecError as exc:
             raise InvalidRequestError(f"audio must be 16-bit WAV: {exc}", provider=self.name) from exc
-        model = await self._ensure_model()
+        model = await self._model.get()
         async with self._slots:
             try:
                 return await asyncio.to_thread(self._run, model, samples, cfg.language or self.language, cfg)

@@ -20,11 +20,17 @@ from typing import TYPE_CHECKING, Any
 from llmrtc.errors import (
     ConfigError,
     InvalidRequestError,
-    ProviderConnectionError,
     ProviderError,
     ProviderResponseError,
 )
-from llmrtc.providers._errors import connection_error, error_from_status, timeout_error
+from llmrtc.providers._errors import (
+    connection_error,
+    error_from_status,
+    mapped_errors,
+    timeout_error,
+    truncated_stream,
+)
+from llmrtc.providers._messages import speaker_text, system_and_turns
 from llmrtc.providers.base import LLMCapabilities, LLMProvider, ToolCallAccumulator
 from llmrtc.providers.resilience import RetryPolicy, call_with_retries, stream_with_retries
 from llmrtc.types import (
@@ -101,12 +107,10 @@ class GeminiLLMProvider(LLMProvider):
         model = request.model or self.model
 
         async def once() -> LLMResult:
-            try:
+            with mapped_errors(map_error):
                 response = await self._sdk().aio.models.generate_content(
                     model=model, contents=contents, config=config
                 )
-            except Exception as exc:
-                raise map_error(exc) from exc
             return self._result(response.model_dump(exclude_none=True))
 
         return await call_with_retries(once, self.retry)
@@ -124,7 +128,7 @@ class GeminiLLMProvider(LLMProvider):
         usage = Usage()
         finish: str | None = None
         n_calls = 0
-        try:
+        with mapped_errors(map_error):
             stream = await self._sdk().aio.models.generate_content_stream(
                 model=model, contents=contents, config=config
             )
@@ -148,13 +152,8 @@ class GeminiLLMProvider(LLMProvider):
                         tools.add(delta)
                         yield LLMChunk(tool_call_deltas=[delta])
                 finish = candidate.get("finish_reason") or finish
-        except ProviderError:
-            raise
-        except Exception as exc:
-            raise map_error(exc) from exc
         if finish is None:
-            log.warning("stream ended without a finish reason", extra={"provider": PROVIDER})
-            raise ProviderConnectionError("the stream ended before a finish reason", provider=PROVIDER)
+            raise truncated_stream(PROVIDER, "a finish reason")
         calls = tools.calls()
         yield LLMChunk(
             done=True, stop_reason=_stop_reason(finish, bool(calls)), usage=usage, tool_calls=calls
@@ -194,21 +193,7 @@ class GeminiLLMProvider(LLMProvider):
 
     def convert_messages(self, messages: list[Message]) -> tuple[str, list[dict[str, Any]]]:
         """The system instruction and the ``contents`` list (roles ``user`` and ``model``)."""
-        system: list[str] = []
-        contents: list[dict[str, Any]] = []
-        for msg in messages:
-            if msg.role == "system":
-                if msg.content:
-                    system.append(msg.content)
-                continue
-            role = "model" if msg.role == "assistant" else "user"
-            parts = self._parts(msg)
-            if not parts:
-                continue
-            if contents and contents[-1]["role"] == role:
-                contents[-1]["parts"].extend(parts)
-            else:
-                contents.append({"role": role, "parts": parts})
+        system, contents = system_and_turns(messages, self._parts, assistant_role="model", key="parts")
         return "\n\n".join(system), contents
 
     def _parts(self, msg: Message) -> list[dict[str, Any]]:
@@ -222,9 +207,7 @@ class GeminiLLMProvider(LLMProvider):
         parts: list[dict[str, Any]] = []
         for att in msg.attachments:
             parts.append({"inline_data": {"mime_type": att.mime_type, "data": att.to_bytes()}})
-        text = (
-            f"{msg.name}: {msg.content}" if msg.name and msg.role == "user" and msg.content else msg.content
-        )
+        text = speaker_text(msg)
         if text:
             parts.append({"text": text})
         for call in msg.tool_calls:

@@ -21,6 +21,7 @@ from llmrtc.providers._http import (
     ndjson_objects,
     raise_for_status,
 )
+from llmrtc.providers._messages import function_tools, speaker_text
 from llmrtc.providers.base import LLMCapabilities, LLMProvider, ToolCallAccumulator, VisionProvider
 from llmrtc.providers.resilience import RetryPolicy, call_with_retries, stream_with_retries
 from llmrtc.types import (
@@ -49,8 +50,7 @@ def to_ollama_messages(messages: list[Message]) -> list[dict[str, Any]]:
     """Messages in Ollama's chat format (images as raw base64, tool results with ``tool_name``)."""
     out: list[dict[str, Any]] = []
     for m in messages:
-        content = f"{m.name}: {m.content}" if m.name and m.role == "user" and m.content else m.content
-        entry: dict[str, Any] = {"role": m.role, "content": content}
+        entry: dict[str, Any] = {"role": m.role, "content": speaker_text(m)}
         if m.attachments:
             entry["images"] = [a.base64_data for a in m.attachments]
         if m.role == "assistant" and m.tool_calls:
@@ -67,13 +67,8 @@ def to_ollama_messages(messages: list[Message]) -> list[dict[str, Any]]:
 
 
 def to_ollama_tools(tools: list[ToolDefinition]) -> list[dict[str, Any]]:
-    return [
-        {
-            "type": "function",
-            "function": {"name": t.name, "description": t.description, "parameters": t.parameters},
-        }
-        for t in tools
-    ]
+    """Ollama takes tools in the OpenAI function format."""
+    return function_tools(tools)
 
 
 class _OllamaClient:

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from llmrtc.errors import CodecError, ConfigError, ProviderError, ProviderResponseError
 from llmrtc.providers._audio import pcm_chunks
 from llmrtc.providers._errors import connection_error, error_from_status, timeout_error
+from llmrtc.providers._messages import function_tools
 from llmrtc.providers.base import (
     LLMCapabilities,
     LLMProvider,
@@ -175,13 +176,7 @@ def to_openai_messages(messages: list[Message], *, speaker_names: bool = True) -
 
 
 def to_openai_tools(tools: list[ToolDefinition]) -> list[dict[str, Any]]:
-    return [
-        {
-            "type": "function",
-            "function": {"name": t.name, "description": t.description, "parameters": t.parameters},
-        }
-        for t in tools
-    ]
+    return function_tools(tools)
 
 
 def to_openai_tool_choice(choice: ToolChoice) -> str | dict[str, Any]:
@@ -209,10 +204,52 @@ def _usage(raw: Any) -> Usage | None:
     return Usage(input_tokens=raw.prompt_tokens or 0, output_tokens=raw.completion_tokens or 0)
 
 
+def _require_key(name: str, api_key: str | None, client: AsyncOpenAI | None) -> None:
+    if not api_key and client is None:
+        raise ConfigError(f"{name}: an API key is required (pass api_key= or set OPENAI_API_KEY)")
+
+
+class _OpenAIClient:
+    """The SDK client, endpoint, timeout and retry policy each OpenAI-API provider holds."""
+
+    name: str
+    base_url: str | None
+    timeout_s: float
+    retry: RetryPolicy
+    _client: AsyncOpenAI
+
+    def _connect(
+        self,
+        api_key: str | None,
+        base_url: str | None,
+        timeout_s: float,
+        retry: RetryPolicy | None,
+        default_headers: Mapping[str, str] | None,
+        client: AsyncOpenAI | None,
+        *,
+        organization: str | None = None,
+    ) -> None:
+        """Check for a key (unless a client is given) and make the client (the SDK's own retries off)."""
+        _require_key(self.name, api_key, client)
+        self.base_url = base_url
+        self.timeout_s = timeout_s
+        self.retry = retry or RetryPolicy()
+        self._client = client or make_client(
+            api_key=api_key or "",
+            base_url=base_url,
+            timeout_s=timeout_s,
+            default_headers=default_headers,
+            organization=organization,
+        )
+
+    async def aclose(self) -> None:
+        await self._client.close()
+
+
 # ---------------------------------------------------------------------------------------------- LLM
 
 
-class OpenAILLMProvider(LLMProvider):
+class OpenAILLMProvider(_OpenAIClient, LLMProvider):
     """OpenAI chat completions: streaming text, streamed tool calls assembled from deltas, images."""
 
     name = "openai"
@@ -234,22 +271,8 @@ class OpenAILLMProvider(LLMProvider):
         default_headers: Mapping[str, str] | None = None,
         client: AsyncOpenAI | None = None,
     ) -> None:
-        if not api_key and client is None:
-            raise ConfigError(f"{self.name}: an API key is required (pass api_key= or set OPENAI_API_KEY)")
+        self._connect(api_key, base_url, timeout_s, retry, default_headers, client, organization=organization)
         self.model = model
-        self.base_url = base_url
-        self.timeout_s = timeout_s
-        self.retry = retry or RetryPolicy()
-        self._client = client or make_client(
-            api_key=api_key or "",
-            base_url=base_url,
-            timeout_s=timeout_s,
-            default_headers=default_headers,
-            organization=organization,
-        )
-
-    async def aclose(self) -> None:
-        await self._client.close()
 
     def _params(self, request: LLMRequest) -> dict[str, Any]:
         params: dict[str, Any] = {
@@ -356,7 +379,7 @@ class OpenAILLMProvider(LLMProvider):
 # ---------------------------------------------------------------------------------------------- STT
 
 
-class OpenAISTTProvider(STTProvider):
+class OpenAISTTProvider(_OpenAIClient, STTProvider):
     """OpenAI transcription: ``whisper-1`` (verbose JSON: language, duration) and newer models (JSON)."""
 
     name = "openai-stt"
@@ -375,21 +398,11 @@ class OpenAISTTProvider(STTProvider):
         default_headers: Mapping[str, str] | None = None,
         client: AsyncOpenAI | None = None,
     ) -> None:
-        if not api_key and client is None:
-            raise ConfigError(f"{self.name}: an API key is required (pass api_key= or set OPENAI_API_KEY)")
+        self._connect(api_key, base_url, timeout_s, retry, default_headers, client)
         self.model = model
         self.language = language
         self.prompt = prompt
         self.response_format = response_format
-        self.base_url = base_url
-        self.timeout_s = timeout_s
-        self.retry = retry or RetryPolicy()
-        self._client = client or make_client(
-            api_key=api_key or "", base_url=base_url, timeout_s=timeout_s, default_headers=default_headers
-        )
-
-    async def aclose(self) -> None:
-        await self._client.close()
 
     def _format_for(self, model: str) -> str:
         if self.response_format:
@@ -439,7 +452,7 @@ OpenAIWhisperProvider = OpenAISTTProvider
 # ---------------------------------------------------------------------------------------------- TTS
 
 
-class OpenAITTSProvider(TTSProvider):
+class OpenAITTSProvider(_OpenAIClient, TTSProvider):
     """OpenAI speech: models (``tts-1``, ``tts-1-hd``, ``gpt-4o-mini-tts``), voices, speed.
 
     Asks for raw ``pcm`` (24 kHz PCM16 mono) by default so streaming needs no decoding; other formats
@@ -465,8 +478,7 @@ class OpenAITTSProvider(TTSProvider):
         default_headers: Mapping[str, str] | None = None,
         client: AsyncOpenAI | None = None,
     ) -> None:
-        if not api_key and client is None:
-            raise ConfigError(f"{self.name}: an API key is required (pass api_key= or set OPENAI_API_KEY)")
+        _require_key(self.name, api_key, client)
         if speed is not None and not 0.25 <= speed <= 4.0:
             raise ConfigError(f"{self.name}: speed must be between 0.25 and 4.0, got {speed}")
         if response_format not in ("pcm", "wav", "mp3", "opus", "aac", "flac"):
@@ -477,15 +489,7 @@ class OpenAITTSProvider(TTSProvider):
         self.response_format = response_format
         self.sample_rate = sample_rate
         self.instructions = instructions
-        self.base_url = base_url
-        self.timeout_s = timeout_s
-        self.retry = retry or RetryPolicy()
-        self._client = client or make_client(
-            api_key=api_key or "", base_url=base_url, timeout_s=timeout_s, default_headers=default_headers
-        )
-
-    async def aclose(self) -> None:
-        await self._client.close()
+        self._connect(api_key, base_url, timeout_s, retry, default_headers, client)
 
     def _params(self, text: str, config: TTSConfig | None) -> dict[str, Any]:
         cfg = config or TTSConfig()

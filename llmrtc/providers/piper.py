@@ -25,6 +25,7 @@ from llmrtc.providers._http import (
     map_transport_error,
     raise_for_status,
 )
+from llmrtc.providers._lazy import LoadedOnce
 from llmrtc.providers.base import TTSCapabilities, TTSProvider
 from llmrtc.providers.resilience import RetryPolicy, stream_with_retries
 from llmrtc.types import TTSChunk, TTSConfig
@@ -188,22 +189,13 @@ class PiperTTSProvider(TTSProvider):
         self.noise_scale = noise_scale
         self.noise_w_scale = noise_w_scale
         self.use_cuda = use_cuda
-        self._voice: Any = None
-        self._load_lock = asyncio.Lock()
+        self._voice: LoadedOnce[Any] = LoadedOnce(self._load)
 
     async def init(self) -> None:
-        await self._ensure_voice()
+        await self._voice.get()
 
     async def aclose(self) -> None:
-        self._voice = None
-
-    async def _ensure_voice(self) -> Any:
-        if self._voice is not None:
-            return self._voice
-        async with self._load_lock:
-            if self._voice is None:
-                self._voice = await asyncio.to_thread(self._load)
-        return self._voice
+        self._voice.drop()
 
     def _load(self) -> Any:
         try:
@@ -230,7 +222,7 @@ class PiperTTSProvider(TTSProvider):
     async def speak_stream(self, text: str, config: TTSConfig | None = None) -> AsyncIterator[TTSChunk]:
         if not text.strip():
             return
-        voice = await self._ensure_voice()
+        voice = await self._voice.get()
         syn = self._syn_config(voice, config)
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[bytes | BaseException | None] = asyncio.Queue()

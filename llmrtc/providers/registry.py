@@ -20,7 +20,7 @@ import importlib
 import logging
 import os
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
@@ -199,6 +199,75 @@ def _need(var: str, value: str | None, why: str) -> str:
     return value
 
 
+_Rule = tuple[str, Callable[["ProviderSettings"], object]]
+"""A provider name and the test that picks it when auto-detecting (first match wins)."""
+
+
+def _detect(
+    var: str,
+    value: str | None,
+    settings: ProviderSettings,
+    choices: tuple[str, ...],
+    *,
+    local: Callable[[ProviderSettings], str],
+    rules: tuple[_Rule, ...],
+    missing: str,
+) -> str:
+    """The explicit choice in ``var``, else the local provider under LOCAL_ONLY, else the first rule met."""
+    explicit = _choice(var, value, choices)
+    if explicit:
+        return explicit
+    if settings.local_only:
+        return local(settings)
+    for name, applies in rules:
+        if applies(settings):
+            return name
+    raise ConfigError(missing)
+
+
+def _keyless_openai(name: str, s: ProviderSettings) -> str:
+    """``openai`` with a base URL but no key means an OpenAI-compatible endpoint."""
+    return "openai-compatible" if name == "openai" and not s.openai_api_key and s.openai_base_url else name
+
+
+def _select(
+    env: Mapping[str, str] | ProviderSettings | None, kind: str, detect: Callable[[ProviderSettings], str]
+) -> tuple[ProviderSettings, str, str]:
+    """The settings, the chosen provider name (keyless ``openai`` resolved) and the ``why`` for errors."""
+    s = _settings(env)
+    name = detect(s)
+    return s, _keyless_openai(name, s), f"{kind} provider {name!r}"
+
+
+P = TypeVar("P", LLMProvider, STTProvider, TTSProvider, VisionProvider)
+
+
+def _selected(kind: str, provider: P) -> P:
+    log.info("selected %s provider", kind, extra={"provider": provider.name})
+    return provider
+
+
+_OPENAI_FAMILY = ("openai", "openai-compatible")
+_OPENAI_CLASSES: dict[tuple[str, str], tuple[str, str]] = {
+    ("LLM", "openai"): ("openai", "OpenAILLMProvider"),
+    ("LLM", "openai-compatible"): ("openai_compatible", "OpenAICompatibleLLMProvider"),
+    ("STT", "openai"): ("openai", "OpenAISTTProvider"),
+    ("STT", "openai-compatible"): ("openai_compatible", "OpenAICompatibleSTTProvider"),
+    ("TTS", "openai"): ("openai", "OpenAITTSProvider"),
+    ("TTS", "openai-compatible"): ("openai_compatible", "OpenAICompatibleTTSProvider"),
+}
+
+
+def _openai_family(kind: str, name: str, s: ProviderSettings, why: str, **options: Any) -> Any:
+    """OpenAI (needs ``OPENAI_API_KEY``) or any OpenAI-compatible endpoint (needs ``OPENAI_BASE_URL``)."""
+    module, cls = _OPENAI_CLASSES[(kind, name)]
+    if name == "openai":
+        endpoint = {"api_key": _need("OPENAI_API_KEY", s.openai_api_key, why), "base_url": s.openai_base_url}
+    else:
+        endpoint = {"base_url": _need("OPENAI_BASE_URL", s.openai_base_url, why), "api_key": s.openai_api_key}
+    return _load(module, cls, "openai")(**endpoint, **options)
+
+
 # ---------------------------------------------------------------------------------------------- LLM
 
 _NO_LLM = (
@@ -209,53 +278,35 @@ _NO_LLM = (
 )
 
 
+_LLM_RULES: tuple[_Rule, ...] = (
+    ("anthropic", lambda s: s.anthropic_api_key),
+    ("google", lambda s: s.google_api_key),
+    ("bedrock", lambda s: s.has_aws_credentials),
+    ("openrouter", lambda s: s.openrouter_api_key),
+    ("openai", lambda s: s.openai_api_key),
+    ("openai-compatible", lambda s: s.openai_base_url),
+)
+
+
 def detect_llm(settings: ProviderSettings) -> str:
     """The LLM provider name the settings select (explicit, LOCAL_ONLY, or auto-detected)."""
-    explicit = _choice("LLM_PROVIDER", settings.llm_provider, LLM_CHOICES)
-    if explicit:
-        return explicit
-    if settings.local_only:
-        return "lmstudio" if settings.lmstudio_base_url and not settings.ollama_base_url else "ollama"
-    if settings.anthropic_api_key:
-        return "anthropic"
-    if settings.google_api_key:
-        return "google"
-    if settings.has_aws_credentials:
-        return "bedrock"
-    if settings.openrouter_api_key:
-        return "openrouter"
-    if settings.openai_api_key:
-        return "openai"
-    if settings.openai_base_url:
-        return "openai-compatible"
-    raise ConfigError(_NO_LLM)
+    return _detect(
+        "LLM_PROVIDER",
+        settings.llm_provider,
+        settings,
+        LLM_CHOICES,
+        local=lambda s: "lmstudio" if s.lmstudio_base_url and not s.ollama_base_url else "ollama",
+        rules=_LLM_RULES,
+        missing=_NO_LLM,
+    )
 
 
 def create_llm_from_env(env: Mapping[str, str] | ProviderSettings | None = None) -> LLMProvider:
     """The LLM provider the environment selects. Raises :class:`ConfigError` saying what to set."""
-    s = _settings(env)
-    name = detect_llm(s)
-    why = f"LLM provider {name!r}"
+    s, name, why = _select(env, "LLM", detect_llm)
     provider: LLMProvider
-    if name == "openai":
-        if not s.openai_api_key and s.openai_base_url:
-            name = "openai-compatible"
-        else:
-            from llmrtc.providers.openai import OpenAILLMProvider
-
-            provider = OpenAILLMProvider(
-                api_key=_need("OPENAI_API_KEY", s.openai_api_key, why),
-                base_url=s.openai_base_url,
-                **_opt(model=s.openai_model),
-            )
-    if name == "openai-compatible":
-        from llmrtc.providers.openai_compatible import OpenAICompatibleLLMProvider
-
-        provider = OpenAICompatibleLLMProvider(
-            base_url=_need("OPENAI_BASE_URL", s.openai_base_url, why),
-            api_key=s.openai_api_key,
-            **_opt(model=s.openai_model),
-        )
+    if name in _OPENAI_FAMILY:
+        provider = _openai_family("LLM", name, s, why, **_opt(model=s.openai_model))
     elif name == "anthropic":
         provider = _load("anthropic", "AnthropicLLMProvider", "anthropic")(
             api_key=_need("ANTHROPIC_API_KEY", s.anthropic_api_key, why),
@@ -295,8 +346,7 @@ def create_llm_from_env(env: Mapping[str, str] | ProviderSettings | None = None)
         from llmrtc.providers.ollama import OllamaLLMProvider
 
         provider = OllamaLLMProvider(**_opt(model=s.ollama_model, base_url=s.ollama_base_url))
-    log.info("selected LLM provider", extra={"provider": provider.name})
-    return provider
+    return _selected("LLM", provider)
 
 
 # ---------------------------------------------------------------------------------------------- STT
@@ -307,46 +357,32 @@ _NO_STT = (
 )
 
 
+_STT_RULES: tuple[_Rule, ...] = (
+    ("openai", lambda s: s.openai_api_key),
+    ("faster-whisper", lambda s: s.faster_whisper_url or s.faster_whisper_model),
+    ("openai-compatible", lambda s: s.openai_base_url),
+)
+
+
 def detect_stt(settings: ProviderSettings) -> str:
-    explicit = _choice("STT_PROVIDER", settings.stt_provider, STT_CHOICES)
-    if explicit:
-        return explicit
-    if settings.local_only:
-        return "faster-whisper"
-    if settings.openai_api_key:
-        return "openai"
-    if settings.faster_whisper_url or settings.faster_whisper_model:
-        return "faster-whisper"
-    if settings.openai_base_url:
-        return "openai-compatible"
-    raise ConfigError(_NO_STT)
+    return _detect(
+        "STT_PROVIDER",
+        settings.stt_provider,
+        settings,
+        STT_CHOICES,
+        local=lambda s: "faster-whisper",
+        rules=_STT_RULES,
+        missing=_NO_STT,
+    )
 
 
 def create_stt_from_env(env: Mapping[str, str] | ProviderSettings | None = None) -> STTProvider:
     """The STT provider the environment selects. Raises :class:`ConfigError` saying what to set."""
-    s = _settings(env)
-    name = detect_stt(s)
-    why = f"STT provider {name!r}"
+    s, name, why = _select(env, "STT", detect_stt)
     provider: STTProvider
-    if name == "openai" and not s.openai_api_key and s.openai_base_url:
-        name = "openai-compatible"
-    if name == "openai":
-        from llmrtc.providers.openai import OpenAISTTProvider
-
-        provider = OpenAISTTProvider(
-            api_key=_need("OPENAI_API_KEY", s.openai_api_key, why),
-            base_url=s.openai_base_url,
-            language=s.stt_language,
-            **_opt(model=s.openai_stt_model),
-        )
-    elif name == "openai-compatible":
-        from llmrtc.providers.openai_compatible import OpenAICompatibleSTTProvider
-
-        provider = OpenAICompatibleSTTProvider(
-            base_url=_need("OPENAI_BASE_URL", s.openai_base_url, why),
-            api_key=s.openai_api_key,
-            language=s.stt_language,
-            **_opt(model=s.openai_stt_model),
+    if name in _OPENAI_FAMILY:
+        provider = _openai_family(
+            "STT", name, s, why, language=s.stt_language, **_opt(model=s.openai_stt_model)
         )
     else:
         from llmrtc.providers.faster_whisper import FasterWhisperLocalSTTProvider, FasterWhisperSTTProvider
@@ -357,8 +393,7 @@ def create_stt_from_env(env: Mapping[str, str] | ProviderSettings | None = None)
             provider = FasterWhisperSTTProvider(
                 **_opt(base_url=s.faster_whisper_url, language=s.stt_language)
             )
-    log.info("selected STT provider", extra={"provider": provider.name})
-    return provider
+    return _selected("STT", provider)
 
 
 # ---------------------------------------------------------------------------------------------- TTS
@@ -369,31 +404,30 @@ _NO_TTS = (
 )
 
 
+_TTS_RULES: tuple[_Rule, ...] = (
+    ("elevenlabs", lambda s: s.elevenlabs_api_key),
+    ("openai", lambda s: s.openai_api_key),
+    ("piper", lambda s: s.piper_url or s.piper_model),
+    ("openai-compatible", lambda s: s.openai_base_url),
+)
+
+
 def detect_tts(settings: ProviderSettings) -> str:
-    explicit = _choice("TTS_PROVIDER", settings.tts_provider, TTS_CHOICES)
-    if explicit:
-        return explicit
-    if settings.local_only:
-        return "piper"
-    if settings.elevenlabs_api_key:
-        return "elevenlabs"
-    if settings.openai_api_key:
-        return "openai"
-    if settings.piper_url or settings.piper_model:
-        return "piper"
-    if settings.openai_base_url:
-        return "openai-compatible"
-    raise ConfigError(_NO_TTS)
+    return _detect(
+        "TTS_PROVIDER",
+        settings.tts_provider,
+        settings,
+        TTS_CHOICES,
+        local=lambda s: "piper",
+        rules=_TTS_RULES,
+        missing=_NO_TTS,
+    )
 
 
 def create_tts_from_env(env: Mapping[str, str] | ProviderSettings | None = None) -> TTSProvider:
     """The TTS provider the environment selects. Raises :class:`ConfigError` saying what to set."""
-    s = _settings(env)
-    name = detect_tts(s)
-    why = f"TTS provider {name!r}"
+    s, name, why = _select(env, "TTS", detect_tts)
     provider: TTSProvider
-    if name == "openai" and not s.openai_api_key and s.openai_base_url:
-        name = "openai-compatible"
     if name == "elevenlabs":
         provider = _load("elevenlabs", "ElevenLabsTTSProvider", "elevenlabs")(
             api_key=_need("ELEVENLABS_API_KEY", s.elevenlabs_api_key, why),
@@ -403,21 +437,9 @@ def create_tts_from_env(env: Mapping[str, str] | ProviderSettings | None = None)
                 output_format=s.elevenlabs_output_format,
             ),
         )
-    elif name == "openai":
-        from llmrtc.providers.openai import OpenAITTSProvider
-
-        provider = OpenAITTSProvider(
-            api_key=_need("OPENAI_API_KEY", s.openai_api_key, why),
-            base_url=s.openai_base_url,
-            **_opt(voice=s.openai_tts_voice, model=s.openai_tts_model),
-        )
-    elif name == "openai-compatible":
-        from llmrtc.providers.openai_compatible import OpenAICompatibleTTSProvider
-
-        provider = OpenAICompatibleTTSProvider(
-            base_url=_need("OPENAI_BASE_URL", s.openai_base_url, why),
-            api_key=s.openai_api_key,
-            **_opt(voice=s.openai_tts_voice, model=s.openai_tts_model),
+    elif name in _OPENAI_FAMILY:
+        provider = _openai_family(
+            "TTS", name, s, why, **_opt(voice=s.openai_tts_voice, model=s.openai_tts_model)
         )
     else:
         from llmrtc.providers.piper import PiperHTTPTTSProvider, PiperTTSProvider
@@ -426,8 +448,7 @@ def create_tts_from_env(env: Mapping[str, str] | ProviderSettings | None = None)
             provider = PiperTTSProvider(s.piper_model)
         else:
             provider = PiperHTTPTTSProvider(**_opt(base_url=s.piper_url, voice=s.piper_voice))
-    log.info("selected TTS provider", extra={"provider": provider.name})
-    return provider
+    return _selected("TTS", provider)
 
 
 # ---------------------------------------------------------------------------------------------- vision
@@ -448,8 +469,7 @@ def create_vision_from_env(env: Mapping[str, str] | ProviderSettings | None = No
     from llmrtc.providers.ollama import LlavaVisionProvider
 
     provider = LlavaVisionProvider(**_opt(model=s.llava_model, base_url=s.ollama_base_url))
-    log.info("selected vision provider", extra={"provider": provider.name})
-    return provider
+    return _selected("vision", provider)
 
 
 def env_vars() -> list[str]:

@@ -8,7 +8,10 @@ from typing import Any, TypeVar
 import pytest
 
 from llmrtc.providers.resilience import RetryPolicy
+from tests.providers.fakes.ollama import FakeOllama
 from tests.providers.fakes.openai import FakeOpenAI
+from tests.providers.fakes.piper import FakePiper
+from tests.providers.helpers import serving
 
 T = TypeVar("T")
 
@@ -21,12 +24,20 @@ def fast_retry() -> RetryPolicy:
 
 @pytest.fixture
 async def fake_openai() -> AsyncIterator[FakeOpenAI]:
-    server = FakeOpenAI(api_key="sk-test")
-    await server.start()
-    try:
+    async with serving(FakeOpenAI(api_key="sk-test")) as server:
         yield server
-    finally:
-        await server.stop()
+
+
+@pytest.fixture
+async def fake_ollama() -> AsyncIterator[FakeOllama]:
+    async with serving(FakeOllama()) as server:
+        yield server
+
+
+@pytest.fixture
+async def fake_piper() -> AsyncIterator[FakePiper]:
+    async with serving(FakePiper()) as server:
+        yield server
 
 
 class Closer:

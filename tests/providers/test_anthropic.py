@@ -19,30 +19,20 @@ from llmrtc.errors import (
 from llmrtc.providers.anthropic import AnthropicLLMProvider
 from llmrtc.providers.resilience import RetryPolicy
 from llmrtc.types import (
-    LLMChunk,
     LLMRequest,
     Message,
     ToolCallRequest,
     ToolChoiceName,
-    ToolDefinition,
     VisionAttachment,
 )
 from tests.providers.fakes.anthropic import Failure, FakeAnthropic, ToolUse, Turn
-
-FAST = RetryPolicy(max_attempts=3, base_delay=0.01, max_delay=0.05)
-WEATHER = ToolDefinition(
-    name="get_weather",
-    description="Weather for a city",
-    parameters={"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
-)
+from tests.providers.helpers import FAST, WEATHER, collect, serving, stream_until_error
 
 
 @pytest.fixture
 async def fake() -> AsyncIterator[FakeAnthropic]:
-    server = FakeAnthropic()
-    await server.start()
-    yield server
-    await server.close()
+    async with serving(FakeAnthropic()) as server:
+        yield server
 
 
 @pytest.fixture
@@ -50,10 +40,6 @@ async def llm(fake: FakeAnthropic) -> AsyncIterator[AnthropicLLMProvider]:
     provider = AnthropicLLMProvider(api_key="sk-ant-test", base_url=fake.base_url, retry=FAST, timeout_s=10)
     yield provider
     await provider.aclose()
-
-
-async def collect(provider: AnthropicLLMProvider, request: LLMRequest) -> list[LLMChunk]:
-    return [chunk async for chunk in provider.stream(request)]
 
 
 async def test_complete_sends_system_and_messages(fake: FakeAnthropic, llm: AnthropicLLMProvider) -> None:
@@ -216,10 +202,9 @@ async def test_stream_cut_midway_raises_connection_error(
     fake: FakeAnthropic, llm: AnthropicLLMProvider
 ) -> None:
     fake.push(Turn(text="this answer will be cut short", cut_after=5))
-    received: list[str] = []
-    with pytest.raises(ProviderConnectionError) as info:
-        async for chunk in llm.stream(LLMRequest(messages=[Message.user("hi")])):
-            received.append(chunk.content)
+    received, info = await stream_until_error(
+        llm, LLMRequest(messages=[Message.user("hi")]), ProviderConnectionError
+    )
     assert info.value.provider == "anthropic"
     assert "".join(received) == "this answer"  # text before the cut reached the caller, nothing was replayed
     assert len(fake.requests) == 1

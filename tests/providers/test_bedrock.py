@@ -18,22 +18,15 @@ from llmrtc.errors import (
 from llmrtc.providers.bedrock import AWSCredentials, BedrockLLMProvider
 from llmrtc.providers.resilience import RetryPolicy
 from llmrtc.types import (
-    LLMChunk,
     LLMRequest,
     Message,
     ToolCallRequest,
-    ToolDefinition,
     VisionAttachment,
 )
 from tests.providers.fakes.bedrock import Failure, FakeBedrock, ToolUse, Turn
+from tests.providers.helpers import FAST, WEATHER, collect, serving, stream_until_error
 
-FAST = RetryPolicy(max_attempts=3, base_delay=0.01, max_delay=0.05)
 MODEL = "anthropic.claude-sonnet-4-20250514-v1:0"
-WEATHER = ToolDefinition(
-    name="get_weather",
-    description="Weather for a city",
-    parameters={"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
-)
 
 
 @pytest.fixture(autouse=True)
@@ -52,10 +45,8 @@ def _no_ambient_aws(
 
 @pytest.fixture
 async def fake() -> AsyncIterator[FakeBedrock]:
-    server = FakeBedrock()
-    await server.start()
-    yield server
-    await server.close()
+    async with serving(FakeBedrock()) as server:
+        yield server
 
 
 @pytest.fixture
@@ -69,10 +60,6 @@ async def llm(fake: FakeBedrock) -> AsyncIterator[BedrockLLMProvider]:
     )
     yield provider
     await provider.aclose()
-
-
-async def collect(provider: BedrockLLMProvider, request: LLMRequest) -> list[LLMChunk]:
-    return [chunk async for chunk in provider.stream(request)]
 
 
 async def test_converse_request_shape_and_sigv4(fake: FakeBedrock, llm: BedrockLLMProvider) -> None:
@@ -234,20 +221,16 @@ async def test_server_error_retried_then_surfaced(fake: FakeBedrock, llm: Bedroc
 
 async def test_exception_inside_event_stream_is_mapped(fake: FakeBedrock, llm: BedrockLLMProvider) -> None:
     fake.push(Turn(text="partial answer here", stream_exception="throttlingException"))
-    received: list[str] = []
-    with pytest.raises(RateLimitError):
-        async for chunk in llm.stream(LLMRequest(messages=[Message.user("hi")])):
-            received.append(chunk.content)
+    received, _ = await stream_until_error(llm, LLMRequest(messages=[Message.user("hi")]), RateLimitError)
     assert received == ["partial"]  # surfaced, not replayed, once text reached the caller
     assert len(fake.requests) == 1
 
 
 async def test_stream_cut_midway(fake: FakeBedrock, llm: BedrockLLMProvider) -> None:
     fake.push(Turn(text="cut off right here", cut_after=3))
-    received: list[str] = []
-    with pytest.raises(ProviderConnectionError):
-        async for chunk in llm.stream(LLMRequest(messages=[Message.user("hi")])):
-            received.append(chunk.content)
+    received, _ = await stream_until_error(
+        llm, LLMRequest(messages=[Message.user("hi")]), ProviderConnectionError
+    )
     assert "".join(received) == "cut off"
     assert len(fake.requests) == 1
 

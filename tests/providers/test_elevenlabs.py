@@ -18,19 +18,15 @@ from llmrtc.errors import (
     RateLimitError,
 )
 from llmrtc.providers.elevenlabs import ElevenLabsTTSProvider, parse_output_format
-from llmrtc.providers.resilience import RetryPolicy
 from llmrtc.types import TTSChunk, TTSConfig
 from tests.providers.fakes.elevenlabs import Failure, FakeElevenLabs, Speech, tone
-
-FAST = RetryPolicy(max_attempts=3, base_delay=0.01, max_delay=0.05)
+from tests.providers.helpers import FAST, serving
 
 
 @pytest.fixture
 async def fake() -> AsyncIterator[FakeElevenLabs]:
-    server = FakeElevenLabs()
-    await server.start()
-    yield server
-    await server.close()
+    async with serving(FakeElevenLabs()) as server:
+        yield server
 
 
 def make(fake: FakeElevenLabs, **kw: object) -> ElevenLabsTTSProvider:

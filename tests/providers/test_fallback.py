@@ -19,24 +19,9 @@ from tests.providers.conftest import Closer
 from tests.providers.fakes.ollama import FakeOllama, OllamaTurn
 from tests.providers.fakes.openai import ChatTurn, Failure, FakeOpenAI, Transcript
 from tests.providers.fakes.piper import FakePiper
+from tests.providers.helpers import stream_until_error
 
 REQ = LLMRequest(messages=[Message.user("hello")])
-
-
-@pytest.fixture
-async def fake_ollama() -> AsyncIterator[FakeOllama]:
-    server = FakeOllama()
-    await server.start()
-    yield server
-    await server.stop()
-
-
-@pytest.fixture
-async def fake_piper() -> AsyncIterator[FakePiper]:
-    server = FakePiper()
-    await server.start()
-    yield server
-    await server.stop()
 
 
 def chain(
@@ -74,10 +59,7 @@ async def test_llm_no_fallback_once_streaming_started(
 ) -> None:
     fake_openai.push_chat(ChatTurn(text="half an answer", text_pieces=4, cut_after=3))
     llm = chain(fake_openai, fake_ollama, fast_retry, closing)
-    seen: list[str] = []
-    with pytest.raises(ProviderConnectionError):
-        async for chunk in llm.stream(REQ):
-            seen.append(chunk.content)
+    seen, _ = await stream_until_error(llm, REQ, ProviderConnectionError)
     assert seen and fake_ollama.requests == []
 
 

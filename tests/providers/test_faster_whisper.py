@@ -3,11 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import io
-import math
 import os
-import struct
-import wave
 from pathlib import Path
 
 import numpy as np
@@ -23,21 +19,13 @@ from llmrtc.providers.faster_whisper import (
 from llmrtc.providers.resilience import RetryPolicy
 from llmrtc.types import STTConfig
 from tests.providers.conftest import Closer
+from tests.providers.fakes._audio import sine_wav
 from tests.providers.fakes.openai import Failure, FakeOpenAI, Transcript
+from tests.providers.helpers import serving
 
 
 def speechlike_wav(rate: int = 16000, seconds: float = 0.5, channels: int = 1) -> bytes:
-    n = int(rate * seconds)
-    frames = b"".join(
-        struct.pack("<h", int(9000 * math.sin(2 * math.pi * 300 * i / rate))) * channels for i in range(n)
-    )
-    buf = io.BytesIO()
-    with wave.open(buf, "wb") as w:
-        w.setnchannels(channels)
-        w.setsampwidth(2)
-        w.setframerate(rate)
-        w.writeframes(frames)
-    return buf.getvalue()
+    return sine_wav(seconds, rate, freq=300, amplitude=9000, channels=channels)
 
 
 def test_transcription_url_forms() -> None:
@@ -48,9 +36,7 @@ def test_transcription_url_forms() -> None:
 
 
 async def test_server_transcription_payload(fast_retry: RetryPolicy, closing: Closer) -> None:
-    server = FakeOpenAI()
-    await server.start()
-    try:
+    async with serving(FakeOpenAI()) as server:
         server.push_transcript(Transcript("  the quick brown fox ", language="en", duration=0.5))
         stt = closing(FasterWhisperSTTProvider(server.root_url, language="en", retry=fast_retry))
         audio = speechlike_wav()
@@ -66,15 +52,11 @@ async def test_server_transcription_payload(fast_retry: RetryPolicy, closing: Cl
         }
         assert sent.files["file"] == audio
         assert "Authorization" not in sent.headers
-    finally:
-        await server.stop()
 
 
 async def test_server_errors_retried_and_connection(fast_retry: RetryPolicy, closing: Closer) -> None:
-    server = FakeOpenAI()
-    await server.start()
-    stt = closing(FasterWhisperSTTProvider(server.root_url, retry=fast_retry))
-    try:
+    async with serving(FakeOpenAI()) as server:
+        stt = closing(FasterWhisperSTTProvider(server.root_url, retry=fast_retry))
         server.push_transcript(Failure(503, "model loading"), Transcript("ok"))
         assert (await stt.transcribe(speechlike_wav())).text == "ok"
         server.push_transcript(*[Failure(500, "cuda oom")] * 3)
@@ -84,8 +66,6 @@ async def test_server_errors_retried_and_connection(fast_retry: RetryPolicy, clo
         with pytest.raises(InvalidRequestError):
             await stt.transcribe(b"not audio")
         assert len(server.requests) == 2 + 3 + 1
-    finally:
-        await server.stop()
     with pytest.raises(ProviderConnectionError):
         await stt.transcribe(speechlike_wav())
 

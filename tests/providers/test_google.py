@@ -17,32 +17,21 @@ from llmrtc.errors import (
     RateLimitError,
 )
 from llmrtc.providers.google import GeminiLLMProvider
-from llmrtc.providers.resilience import RetryPolicy
 from llmrtc.types import (
-    LLMChunk,
     LLMRequest,
     Message,
     ToolCallRequest,
     ToolChoiceName,
-    ToolDefinition,
     VisionAttachment,
 )
 from tests.providers.fakes.google import Blocked, Failure, FakeGemini, FunctionCall, Turn
-
-FAST = RetryPolicy(max_attempts=3, base_delay=0.01, max_delay=0.05)
-WEATHER = ToolDefinition(
-    name="get_weather",
-    description="Weather for a city",
-    parameters={"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
-)
+from tests.providers.helpers import FAST, WEATHER, collect, serving, stream_until_error
 
 
 @pytest.fixture
 async def fake() -> AsyncIterator[FakeGemini]:
-    server = FakeGemini()
-    await server.start()
-    yield server
-    await server.close()
+    async with serving(FakeGemini()) as server:
+        yield server
 
 
 @pytest.fixture
@@ -50,10 +39,6 @@ async def llm(fake: FakeGemini) -> AsyncIterator[GeminiLLMProvider]:
     provider = GeminiLLMProvider(api_key="AIza-test", base_url=fake.base_url, retry=FAST, timeout_s=10)
     yield provider
     await provider.aclose()
-
-
-async def collect(provider: GeminiLLMProvider, request: LLMRequest) -> list[LLMChunk]:
-    return [chunk async for chunk in provider.stream(request)]
 
 
 async def test_complete_sends_system_instruction_and_contents(
@@ -211,10 +196,9 @@ async def test_server_error_retried_then_surfaced(fake: FakeGemini, llm: GeminiL
 
 async def test_stream_cut_midway(fake: FakeGemini, llm: GeminiLLMProvider) -> None:
     fake.push(Turn(text="this will be cut", cut_after=2))
-    received: list[str] = []
-    with pytest.raises(ProviderConnectionError):
-        async for chunk in llm.stream(LLMRequest(messages=[Message.user("hi")])):
-            received.append(chunk.content)
+    received, _ = await stream_until_error(
+        llm, LLMRequest(messages=[Message.user("hi")]), ProviderConnectionError
+    )
     assert "".join(received) == "this will"
     assert len(fake.requests) == 1
 

@@ -13,14 +13,13 @@ from llmrtc.providers.resilience import RetryPolicy
 from llmrtc.types import LLMRequest, Message, ToolCallRequest, ToolDefinition, VisionAttachment
 from tests.providers.conftest import Closer
 from tests.providers.fakes.openai import ChatTurn, Failure, FakeOpenAI, ToolCall
+from tests.providers.helpers import serving
 
 CALC = ToolDefinition(name="add", parameters={"type": "object", "properties": {"a": {"type": "number"}}})
 
 
 async def test_stream_text_tools_and_vision(closing: Closer, fast_retry: RetryPolicy) -> None:
-    server = FakeOpenAI()
-    await server.start()
-    try:
+    async with serving(FakeOpenAI()) as server:
         lm = closing(LMStudioLLMProvider(base_url=server.base_url, model="llama-3.2-3b", retry=fast_retry))
         server.push_chat(
             ChatTurn(text="Two plus two is four."), ChatTurn(tool_calls=[ToolCall("c1", "add", {"a": 2})])
@@ -52,8 +51,6 @@ async def test_stream_text_tools_and_vision(closing: Closer, fast_retry: RetryPo
         with pytest.raises(ProviderConnectionError):
             async for _ in lm.stream(LLMRequest(messages=[Message.user("x")])):
                 pass
-    finally:
-        await server.stop()
 
 
 def test_defaults() -> None:

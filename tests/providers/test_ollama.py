@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import os
-from collections.abc import AsyncIterator
 
 import pytest
 
@@ -18,7 +17,6 @@ from llmrtc.errors import (
 from llmrtc.providers.ollama import LlavaVisionProvider, OllamaLLMProvider
 from llmrtc.providers.resilience import RetryPolicy
 from llmrtc.types import (
-    LLMChunk,
     LLMRequest,
     Message,
     ToolCallRequest,
@@ -29,6 +27,7 @@ from llmrtc.types import (
 )
 from tests.providers.conftest import Closer
 from tests.providers.fakes.ollama import FakeOllama, OllamaFailure, OllamaToolCall, OllamaTurn
+from tests.providers.helpers import closed_base_url, collect, stream_until_error
 
 WEATHER = ToolDefinition(
     name="get_weather",
@@ -39,22 +38,8 @@ TIME = ToolDefinition(name="get_time", description="Local time")
 IMG = base64.b64encode(b"\xff\xd8\xff\xe0fake-jpeg").decode()
 
 
-@pytest.fixture
-async def fake_ollama() -> AsyncIterator[FakeOllama]:
-    server = FakeOllama()
-    await server.start()
-    try:
-        yield server
-    finally:
-        await server.stop()
-
-
 def ollama(server: FakeOllama, retry: RetryPolicy, closing: Closer, **kw: object) -> OllamaLLMProvider:
     return closing(OllamaLLMProvider(model="llama3.2", base_url=server.base_url, retry=retry, **kw))  # type: ignore[arg-type]
-
-
-async def collect(provider: OllamaLLMProvider, request: LLMRequest) -> list[LLMChunk]:
-    return [c async for c in provider.stream(request)]
 
 
 async def test_stream_text_usage_and_payload(
@@ -221,10 +206,9 @@ async def test_429_and_500_retried_then_surfaced(
 async def test_stream_cut_midway(fake_ollama: FakeOllama, fast_retry: RetryPolicy, closing: Closer) -> None:
     fake_ollama.push(OllamaTurn(text="a long answer that is cut", text_pieces=5, cut_after=2))
     provider = ollama(fake_ollama, fast_retry, closing)
-    got: list[str] = []
-    with pytest.raises(ProviderConnectionError):
-        async for chunk in provider.stream(LLMRequest(messages=[Message.user("hi")])):
-            got.append(chunk.content)
+    got, _ = await stream_until_error(
+        provider, LLMRequest(messages=[Message.user("hi")]), ProviderConnectionError
+    )
     assert len(got) == 2
     assert len(fake_ollama.requests) == 1
 
@@ -239,10 +223,7 @@ async def test_error_line_mid_stream(
 
 
 async def test_connection_refused(fast_retry: RetryPolicy, closing: Closer) -> None:
-    server = FakeOllama()
-    await server.start()
-    url = server.base_url
-    await server.stop()
+    url = await closed_base_url(FakeOllama())
     provider = closing(OllamaLLMProvider(base_url=url, retry=fast_retry))
     with pytest.raises(ProviderConnectionError):
         await collect(provider, LLMRequest(messages=[Message.user("hi")]))
@@ -285,8 +266,7 @@ async def test_read_timeout_mid_stream_surfaces(
 
     fake_ollama.push(OllamaTurn(text="slow answer here", text_pieces=3, stall_after=1))
     provider = closing(OllamaLLMProvider(base_url=fake_ollama.base_url, retry=fast_retry, timeout_s=0.3))
-    got: list[str] = []
-    with pytest.raises(ProviderTimeoutError):
-        async for chunk in provider.stream(LLMRequest(messages=[Message.user("hi")])):
-            got.append(chunk.content)
+    got, _ = await stream_until_error(
+        provider, LLMRequest(messages=[Message.user("hi")]), ProviderTimeoutError
+    )
     assert got == ["slow a"] and len(fake_ollama.requests) == 1

@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import base64
 import io
-import math
 import os
-import struct
-import wave
 
 import pytest
 
@@ -23,24 +20,19 @@ from llmrtc.errors import (
 from llmrtc.providers.openai import OpenAILLMProvider, OpenAISTTProvider, OpenAITTSProvider
 from llmrtc.providers.resilience import RetryPolicy
 from llmrtc.types import (
-    LLMChunk,
     LLMRequest,
     Message,
     STTConfig,
     ToolCallRequest,
     ToolChoiceName,
-    ToolDefinition,
     TTSConfig,
     VisionAttachment,
 )
 from tests.providers.conftest import Closer
+from tests.providers.fakes._audio import encode_pcm16, sine_pcm16
 from tests.providers.fakes.openai import ChatTurn, Failure, FakeOpenAI, Speech, ToolCall, Transcript
+from tests.providers.helpers import WEATHER, closed_base_url, collect, stream_until_error
 
-WEATHER = ToolDefinition(
-    name="get_weather",
-    description="Weather for a city",
-    parameters={"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
-)
 PNG_1PX = base64.b64encode(b"\x89PNG\r\n\x1a\n" + b"\x00" * 16).decode()
 
 
@@ -56,23 +48,8 @@ def llm(server: FakeOpenAI, retry: RetryPolicy, closing: Closer, **kw: object) -
     )
 
 
-async def collect(provider: OpenAILLMProvider, request: LLMRequest) -> list[LLMChunk]:
-    return [chunk async for chunk in provider.stream(request)]
-
-
 def tone_pcm(rate: int, seconds: float = 0.2) -> bytes:
-    n = int(rate * seconds)
-    return b"".join(struct.pack("<h", int(8000 * math.sin(2 * math.pi * 440 * i / rate))) for i in range(n))
-
-
-def wav_bytes(pcm: bytes, rate: int, channels: int = 1) -> bytes:
-    buf = io.BytesIO()
-    with wave.open(buf, "wb") as w:
-        w.setnchannels(channels)
-        w.setsampwidth(2)
-        w.setframerate(rate)
-        w.writeframes(pcm)
-    return buf.getvalue()
+    return sine_pcm16(int(rate * seconds), rate, freq=440, amplitude=8000)
 
 
 # ---------------------------------------------------------------------------------------------- LLM
@@ -291,10 +268,9 @@ async def test_stream_cut_midway_surfaces_connection_error(
 ) -> None:
     fake_openai.push_chat(ChatTurn(text="one two three four", text_pieces=4, cut_after=3))
     provider = llm(fake_openai, fast_retry, closing)
-    got: list[str] = []
-    with pytest.raises(ProviderConnectionError) as info:
-        async for chunk in provider.stream(LLMRequest(messages=[Message.user("hi")])):
-            got.append(chunk.content)
+    got, info = await stream_until_error(
+        provider, LLMRequest(messages=[Message.user("hi")]), ProviderConnectionError
+    )
     assert got and "".join(got) in "one two three four"
     assert info.value.retryable
     assert len(fake_openai.requests) == 1, "a stream that already yielded is never replayed"
@@ -311,10 +287,7 @@ async def test_stream_cut_before_first_chunk_is_retried(
 
 
 async def test_connection_refused_maps_to_connection_error(fast_retry: RetryPolicy, closing: Closer) -> None:
-    server = FakeOpenAI()
-    await server.start()
-    url = server.base_url
-    await server.stop()
+    url = await closed_base_url(FakeOpenAI())
     provider = closing(OpenAILLMProvider(api_key="k", base_url=url, retry=fast_retry, timeout_s=2))
     with pytest.raises(ProviderConnectionError):
         await provider.complete(LLMRequest(messages=[Message.user("hi")]))
@@ -335,7 +308,7 @@ async def test_whisper_transcription_multipart(
     stt = closing(
         OpenAISTTProvider(api_key="sk-test", language="en", base_url=fake_openai.base_url, retry=fast_retry)
     )
-    audio = wav_bytes(tone_pcm(16000), 16000)
+    audio = pcm16_to_wav(tone_pcm(16000), 16000)
     result = await stt.transcribe(audio)
     await stt.aclose()
     assert result.text == "Hello world." and result.language == "english" and result.duration_s == 2.25
@@ -354,7 +327,7 @@ async def test_newer_transcription_model_uses_json(
         OpenAISTTProvider(api_key="sk-test", model="gpt-4o-transcribe", base_url=fake_openai.base_url)
     )
     result = await stt.transcribe(
-        wav_bytes(b"\x00\x00" * 160, 16000), STTConfig(language="fr", prompt="greeting")
+        pcm16_to_wav(b"\x00\x00" * 160, 16000), STTConfig(language="fr", prompt="greeting")
     )
     assert result.text == "bonjour" and result.language == "fr"
     body = fake_openai.requests[0].body
@@ -368,11 +341,11 @@ async def test_stt_500_retried_then_surfaced_and_auth(
     fake_openai.push_transcript(Failure(500), Failure(502), Failure(500))
     stt = closing(OpenAISTTProvider(api_key="sk-test", base_url=fake_openai.base_url, retry=fast_retry))
     with pytest.raises(ProviderServerError):
-        await stt.transcribe(wav_bytes(b"\x00\x00" * 160, 16000))
+        await stt.transcribe(pcm16_to_wav(b"\x00\x00" * 160, 16000))
     assert len(fake_openai.requests) == 3
     bad = closing(OpenAISTTProvider(api_key="nope", base_url=fake_openai.base_url, retry=fast_retry))
     with pytest.raises(AuthenticationError):
-        await bad.transcribe(wav_bytes(b"\x00\x00" * 160, 16000))
+        await bad.transcribe(pcm16_to_wav(b"\x00\x00" * 160, 16000))
     assert len(fake_openai.requests) == 4
 
 
@@ -412,7 +385,7 @@ async def test_tts_wav_output_parsed_and_resampled(
     fake_openai: FakeOpenAI, fast_retry: RetryPolicy, closing: Closer
 ) -> None:
     pcm16k = tone_pcm(16000, 0.5)
-    fake_openai.push_speech(Speech(wav_bytes(pcm16k, 16000), content_type="audio/wav", chunk_size=7))
+    fake_openai.push_speech(Speech(pcm16_to_wav(pcm16k, 16000), content_type="audio/wav", chunk_size=7))
     tts = closing(OpenAITTSProvider(api_key="sk-test", base_url=fake_openai.base_url, response_format="wav"))
     result = await tts.speak("Hi", TTSConfig(voice="echo"))
     assert result.sample_rate == 24000
@@ -489,21 +462,8 @@ async def test_live_openai_roundtrip(closing: Closer) -> None:
 
 
 def encode(pcm: bytes, rate: int, container: str, codec: str) -> bytes:
-    av = pytest.importorskip("av")
-    import numpy as np
-
-    buf = io.BytesIO()
-    with av.open(buf, mode="w", format=container) as out:
-        stream = out.add_stream(codec, rate=rate, layout="mono")
-        frame = av.AudioFrame.from_ndarray(
-            np.frombuffer(pcm, dtype="<i2").reshape(1, -1), format="s16", layout="mono"
-        )
-        frame.sample_rate = rate
-        for packet in stream.encode(frame):
-            out.mux(packet)
-        for packet in stream.encode(None):
-            out.mux(packet)
-    return buf.getvalue()
+    pytest.importorskip("av")
+    return encode_pcm16(pcm, rate, container=container, codec=codec)
 
 
 @pytest.mark.parametrize(

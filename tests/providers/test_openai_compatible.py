@@ -19,6 +19,7 @@ from llmrtc.providers.resilience import RetryPolicy
 from llmrtc.types import LLMRequest, Message, ToolCallRequest, ToolDefinition, VisionAttachment
 from tests.providers.conftest import Closer
 from tests.providers.fakes.openai import ChatTurn, Failure, FakeOpenAI, Speech, ToolCall, Transcript
+from tests.providers.helpers import serving
 
 FIND = ToolDefinition(name="find", parameters={"type": "object", "properties": {"q": {"type": "string"}}})
 
@@ -34,9 +35,7 @@ def wav(rate: int, n: int) -> bytes:
 
 
 async def test_llm_stt_tts_by_base_url(closing: Closer, fast_retry: RetryPolicy) -> None:
-    server = FakeOpenAI(prefix="/api/v1")
-    await server.start()
-    try:
+    async with serving(FakeOpenAI(prefix="/api/v1")) as server:
         base = server.base_url
         llm = closing(
             OpenAICompatibleLLMProvider(base, model="mistral-7b", retry=fast_retry, stream_usage=False)
@@ -71,14 +70,10 @@ async def test_llm_stt_tts_by_base_url(closing: Closer, fast_retry: RetryPolicy)
         result = await tts.speak("hi")
         assert result.sample_rate == 24000 and result.audio == b"\x10\x00" * 2400
         assert server.requests[2].body["voice"] == "af_sky" and server.requests[2].body["model"] == "kokoro"
-    finally:
-        await server.stop()
 
 
 async def test_key_is_sent_when_given_and_errors_map(closing: Closer, fast_retry: RetryPolicy) -> None:
-    server = FakeOpenAI(api_key="proxy-key", prefix="/api/v1")
-    await server.start()
-    try:
+    async with serving(FakeOpenAI(api_key="proxy-key", prefix="/api/v1")) as server:
         bad = closing(OpenAICompatibleLLMProvider(server.base_url, retry=fast_retry))
         with pytest.raises(AuthenticationError):
             await bad.complete(LLMRequest(messages=[Message.user("x")]))
@@ -86,8 +81,6 @@ async def test_key_is_sent_when_given_and_errors_map(closing: Closer, fast_retry
         server.push_chat(Failure(500), ChatTurn(text="ok"))
         assert (await good.complete(LLMRequest(messages=[Message.user("x")]))).full_text == "ok"
         assert len(server.requests) == 3
-    finally:
-        await server.stop()
     with pytest.raises(ProviderConnectionError):
         await good.complete(LLMRequest(messages=[Message.user("x")]))
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import os
 import wave
-from collections.abc import AsyncIterator
 
 import numpy as np
 import pytest
@@ -16,16 +15,7 @@ from llmrtc.providers.resilience import RetryPolicy
 from llmrtc.types import TTSConfig
 from tests.providers.conftest import Closer
 from tests.providers.fakes.piper import FakePiper, PiperFailure, PiperReply, tone_wav
-
-
-@pytest.fixture
-async def fake_piper() -> AsyncIterator[FakePiper]:
-    server = FakePiper()
-    await server.start()
-    try:
-        yield server
-    finally:
-        await server.stop()
+from tests.providers.helpers import serving
 
 
 def wav_pcm(data: bytes) -> bytes:
@@ -67,9 +57,7 @@ async def test_http_resamples_and_downmixes(
 
 
 async def test_http_legacy_server(fast_retry: RetryPolicy, closing: Closer) -> None:
-    server = FakePiper(legacy=True)
-    await server.start()
-    try:
+    async with serving(FakePiper(legacy=True)) as server:
         tts = closing(PiperHTTPTTSProvider(server.base_url, retry=fast_retry))
         first = await tts.speak("one")
         second = await tts.speak("two")
@@ -77,8 +65,6 @@ async def test_http_legacy_server(fast_retry: RetryPolicy, closing: Closer) -> N
         # /synthesize answered 404 once (aiohttp's own, so unrecorded); then only the legacy route is used.
         assert [r.path for r in server.requests] == ["/", "/"]
         assert server.requests[0].body == "one" and server.requests[1].body == "two"
-    finally:
-        await server.stop()
 
 
 async def test_http_errors(fake_piper: FakePiper, fast_retry: RetryPolicy, closing: Closer) -> None:

@@ -23,6 +23,7 @@ from llmrtc.providers.registry import (
 from llmrtc.types import LLMRequest, Message
 from tests.providers.conftest import Closer
 from tests.providers.fakes.openai import ChatTurn, FakeOpenAI, Speech, Transcript
+from tests.providers.helpers import serving
 
 ALL_KEYS = {
     "ANTHROPIC_API_KEY": "sk-ant-x",
@@ -231,9 +232,7 @@ def test_env_vars_lists_the_reference_names() -> None:
 
 
 async def test_base_url_alone_selects_openai_compatible_on_the_wire(closing: Closer) -> None:
-    server = FakeOpenAI()
-    await server.start()
-    try:
+    async with serving(FakeOpenAI()) as server:
         env = {"OPENAI_BASE_URL": server.base_url, "OPENAI_MODEL": "qwen2.5-7b-instruct"}
         llm = closing(create_llm_from_env(env))
         stt = closing(create_stt_from_env(env))
@@ -254,5 +253,3 @@ async def test_base_url_alone_selects_openai_compatible_on_the_wire(closing: Clo
         assert (await tts.speak("hello")).audio == b"\x05\x00" * 480
         assert server.requests[0].body["model"] == "qwen2.5-7b-instruct"
         assert server.requests[0].headers["Authorization"] == "Bearer not-needed"
-    finally:
-        await server.stop()

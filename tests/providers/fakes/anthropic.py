@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
+
+from tests.providers.fakes._base import Failure, Recorded, ScriptedServer, ToolUse, sse, stream, word_pieces
 
 _ERROR_TYPES = {
     400: "invalid_request_error",
@@ -25,13 +26,6 @@ _ERROR_TYPES = {
     500: "api_error",
     529: "overloaded_error",
 }
-
-
-@dataclass
-class ToolUse:
-    id: str
-    name: str
-    input: dict[str, Any]
 
 
 @dataclass
@@ -50,54 +44,20 @@ class Turn:
     """Send an SSE ``error`` event of this type (e.g. ``overloaded_error``) after the first text delta."""
 
 
-@dataclass
-class Failure:
-    """An HTTP error answer as the API sends it."""
-
-    status: int
-    message: str = "failure"
-    retry_after: str | None = None
-
-
-@dataclass
-class Recorded:
-    method: str
-    path: str
-    headers: dict[str, str]
-    body: dict[str, Any]
-
-
-class FakeAnthropic:
+class FakeAnthropic(ScriptedServer[Turn | Failure]):
     """An aiohttp server on an ephemeral port; ``base_url`` is set once started."""
 
     def __init__(self) -> None:
+        super().__init__()
         self.requests: list[Recorded] = []
-        self.script: deque[Turn | Failure] = deque()
-        self.base_url = ""
-        self._runner: web.AppRunner | None = None
 
-    def push(self, *replies: Turn | Failure) -> None:
-        self.script.extend(replies)
-
-    async def start(self) -> str:
-        app = web.Application()
+    def routes(self, app: web.Application) -> None:
         app.router.add_post("/v1/messages", self._messages)
-        self._runner = web.AppRunner(app)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        self.base_url = f"http://127.0.0.1:{port}"
-        return self.base_url
-
-    async def close(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
 
     async def _messages(self, request: web.Request) -> web.StreamResponse:
         body = await request.json()
-        self.requests.append(Recorded(request.method, request.path, dict(request.headers), body))
-        reply = self.script.popleft() if self.script else Turn(text="ok")
+        self.requests.append(Recorded.of(request, body))
+        reply = self.next_reply(Turn(text="ok"))
         if isinstance(reply, Failure):
             headers = {"request-id": "req_fake"}
             if reply.retry_after is not None:
@@ -110,22 +70,14 @@ class FakeAnthropic:
         if reply.delay_s:
             await asyncio.sleep(reply.delay_s)
         if body.get("stream"):
-            return await self._stream(request, body, reply)
+            return await stream(
+                request,
+                (sse(data, event=name) for name, data in _events(body, reply)),
+                content_type="text/event-stream",
+                headers={"request-id": "req_fake"},
+                cut_after=reply.cut_after,
+            )
         return web.json_response(_message_json(body, reply), headers={"request-id": "req_fake"})
-
-    async def _stream(self, request: web.Request, body: dict[str, Any], turn: Turn) -> web.StreamResponse:
-        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "request-id": "req_fake"})
-        await resp.prepare(request)
-        for count, (name, data) in enumerate(_events(body, turn)):
-            if turn.cut_after is not None and count >= turn.cut_after:
-                # Drop the connection without the terminating chunk: a truncated stream.
-                assert request.transport is not None
-                request.transport.close()
-                return resp
-            await resp.write(f"event: {name}\ndata: {json.dumps(data)}\n\n".encode())
-            await asyncio.sleep(0)
-        await resp.write_eof()
-        return resp
 
 
 def _stop_reason(turn: Turn) -> str:
@@ -178,9 +130,7 @@ def _events(body: dict[str, Any], turn: Turn) -> list[tuple[str, dict[str, Any]]
                 },
             )
         )
-        words = turn.text.split(" ")
-        for i, word in enumerate(words):
-            piece = word if i == 0 else " " + word
+        for i, piece in enumerate(word_pieces(turn.text)):
             events.append(
                 (
                     "content_block_delta",

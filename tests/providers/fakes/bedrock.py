@@ -11,12 +11,20 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
 
+from tests.providers.fakes._base import (
+    Failure,
+    ScriptedServer,
+    ToolUse,
+    retry_after_headers,
+    stream,
+    word_pieces,
+)
+from tests.providers.fakes._base import Recorded as BaseRecorded
 from tests.providers.fakes.aws_eventstream import event, exception
 
 _ERROR_TYPES = {
@@ -27,13 +35,6 @@ _ERROR_TYPES = {
     500: "InternalServerException",
     503: "ServiceUnavailableException",
 }
-
-
-@dataclass
-class ToolUse:
-    id: str
-    name: str
-    input: dict[str, Any]
 
 
 @dataclass
@@ -52,55 +53,29 @@ class Turn:
 
 
 @dataclass
-class Failure:
-    status: int
-    message: str = "failure"
-    retry_after: str | None = None
+class Recorded(BaseRecorded):
+    model_id: str = ""
 
 
-@dataclass
-class Recorded:
-    method: str
-    path: str
-    model_id: str
-    headers: dict[str, str]
-    body: dict[str, Any]
-
-
-class FakeBedrock:
+class FakeBedrock(ScriptedServer[Turn | Failure]):
     def __init__(self) -> None:
+        super().__init__()
         self.requests: list[Recorded] = []
-        self.script: deque[Turn | Failure] = deque()
-        self.endpoint_url = ""
-        self._runner: web.AppRunner | None = None
 
-    def push(self, *replies: Turn | Failure) -> None:
-        self.script.extend(replies)
-
-    async def start(self) -> str:
-        app = web.Application()
+    def routes(self, app: web.Application) -> None:
         app.router.add_post("/model/{model_id}/converse", self._converse)
         app.router.add_post("/model/{model_id}/converse-stream", self._converse_stream)
-        self._runner = web.AppRunner(app)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        self.endpoint_url = f"http://127.0.0.1:{port}"
-        return self.endpoint_url
 
-    async def close(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
+    @property
+    def endpoint_url(self) -> str:
+        """What boto's ``endpoint_url`` takes (set once started)."""
+        return self.base_url
 
     async def _next(self, request: web.Request) -> Turn | Failure:
         body = await request.json()
-        self.requests.append(
-            Recorded(
-                request.method, request.path, request.match_info["model_id"], dict(request.headers), body
-            )
-        )
-        reply = self.script.popleft() if self.script else Turn(text="ok")
+        base = BaseRecorded.of(request, body)
+        self.requests.append(Recorded(**vars(base), model_id=request.match_info["model_id"]))
+        reply = self.next_reply(Turn(text="ok"))
         if isinstance(reply, Turn) and reply.delay_s:
             await asyncio.sleep(reply.delay_s)
         return reply
@@ -108,9 +83,10 @@ class FakeBedrock:
     @staticmethod
     def _failure(reply: Failure) -> web.Response:
         kind = _ERROR_TYPES.get(reply.status, "InternalServerException")
-        headers = {"x-amzn-ErrorType": f"{kind}:http://internal.amazon.com/coral/com.amazon.bedrock/"}
-        if reply.retry_after is not None:
-            headers["Retry-After"] = reply.retry_after
+        headers = {
+            "x-amzn-ErrorType": f"{kind}:http://internal.amazon.com/coral/com.amazon.bedrock/",
+            **retry_after_headers(reply.retry_after),
+        }
         return web.json_response({"message": reply.message}, status=reply.status, headers=headers)
 
     async def _converse(self, request: web.Request) -> web.Response:
@@ -139,17 +115,12 @@ class FakeBedrock:
         reply = await self._next(request)
         if isinstance(reply, Failure):
             return self._failure(reply)
-        resp = web.StreamResponse(headers={"Content-Type": "application/vnd.amazon.eventstream"})
-        await resp.prepare(request)
-        for count, frame in enumerate(_frames(reply)):
-            if reply.cut_after is not None and count >= reply.cut_after:
-                assert request.transport is not None
-                request.transport.close()
-                return resp
-            await resp.write(frame)
-            await asyncio.sleep(0)
-        await resp.write_eof()
-        return resp
+        return await stream(
+            request,
+            _frames(reply),
+            content_type="application/vnd.amazon.eventstream",
+            cut_after=reply.cut_after,
+        )
 
 
 def _stop_reason(turn: Turn) -> str:
@@ -160,9 +131,7 @@ def _frames(turn: Turn) -> list[bytes]:
     frames = [event("messageStart", {"role": "assistant"})]
     index = 0
     if turn.text:
-        words = turn.text.split(" ")
-        for i, word in enumerate(words):
-            piece = word if i == 0 else " " + word
+        for i, piece in enumerate(word_pieces(turn.text)):
             frames.append(event("contentBlockDelta", {"contentBlockIndex": index, "delta": {"text": piece}}))
             if i == 0 and turn.stream_exception:
                 frames.append(exception(turn.stream_exception, "Too many requests, please wait."))

@@ -14,43 +14,33 @@ The audio for a text is a deterministic 440 Hz tone of 10 ms per character, so t
 
 from __future__ import annotations
 
-import asyncio
 import base64
-import io
 import json
-from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 from aiohttp import WSMsgType, web
+
+from tests.providers.fakes._audio import encode_pcm16, sine_pcm16
+from tests.providers.fakes._base import (
+    Recorded,
+    ScriptedServer,
+    byte_pieces,
+    cut,
+    retry_after_headers,
+    stream,
+)
 
 MS_PER_CHAR = 10
 
 
 def tone(n_chars: int, rate: int) -> bytes:
     """The PCM16 the fake speaks for ``n_chars`` characters at ``rate``."""
-    n = n_chars * MS_PER_CHAR * rate // 1000
-    t = np.arange(n) / rate
-    return bytes((np.sin(2 * np.pi * 440 * t) * 8000).astype("<i2").tobytes())
+    return sine_pcm16(n_chars * MS_PER_CHAR * rate // 1000, rate, freq=440, amplitude=8000)
 
 
 def encode_mp3(pcm: bytes, rate: int, kbps: int) -> bytes:
-    import av
-
-    out = io.BytesIO()
-    with av.open(out, mode="w", format="mp3") as container:
-        stream = container.add_stream("libmp3lame", rate=rate)
-        stream.bit_rate = kbps * 1000
-        stream.layout = "mono"
-        samples = np.frombuffer(pcm, dtype="<i2").reshape(1, -1)
-        frame = av.AudioFrame.from_ndarray(samples, format="s16", layout="mono")
-        frame.sample_rate = rate
-        for packet in stream.encode(frame):
-            container.mux(packet)
-        for packet in stream.encode(None):
-            container.mux(packet)
-    return out.getvalue()
+    return encode_pcm16(pcm, rate, container="mp3", codec="libmp3lame", bit_rate=kbps * 1000)
 
 
 def render(text: str, output_format: str) -> bytes:
@@ -79,15 +69,6 @@ class Speech:
 
 
 @dataclass
-class Recorded:
-    method: str
-    path: str
-    query: dict[str, str]
-    headers: dict[str, str]
-    body: dict[str, Any]
-
-
-@dataclass
 class SocketSession:
     """What one realtime connection received and sent, in order."""
 
@@ -100,53 +81,38 @@ class SocketSession:
     closed_by_client: bool = False
 
 
-class FakeElevenLabs:
+class FakeElevenLabs(ScriptedServer[Speech | Failure]):
     def __init__(self, api_key: str = "xi-test-key", chunk_bytes: int = 777) -> None:
+        super().__init__()
         self.api_key = api_key
         self.chunk_bytes = chunk_bytes
         self.requests: list[Recorded] = []
         self.sessions: list[SocketSession] = []
-        self.script: deque[Speech | Failure] = deque()
         self.ws_cut_after_audio: int | None = None
         """Drop the realtime connection (no close frame) after this many audio messages."""
         self.ws_stall_after_eos = False
         """Never answer the end of input (a stuck service)."""
         self.ws_reject_status: int | None = None
         """Refuse the WebSocket handshake with this HTTP status."""
-        self.base_url = ""
         self.ws_base_url = ""
-        self._runner: web.AppRunner | None = None
 
-    def push(self, *replies: Speech | Failure) -> None:
-        self.script.extend(replies)
-
-    async def start(self) -> str:
-        app = web.Application()
+    def routes(self, app: web.Application) -> None:
         app.router.add_post("/v1/text-to-speech/{voice_id}/stream", self._http_stream)
         app.router.add_get("/v1/text-to-speech/{voice_id}/stream-input", self._stream_input)
-        self._runner = web.AppRunner(app)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        self.base_url = f"http://127.0.0.1:{port}"
-        self.ws_base_url = f"ws://127.0.0.1:{port}"
-        return self.base_url
 
-    async def close(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
+    async def start(self) -> str:
+        base_url = await super().start()
+        self.ws_base_url = "ws://" + base_url.removeprefix("http://")
+        return base_url
 
     # ------------------------------------------------------------------------------------------ HTTP
 
     async def _http_stream(self, request: web.Request) -> web.StreamResponse:
         body = await request.json()
-        self.requests.append(
-            Recorded(request.method, request.path, dict(request.query), dict(request.headers), body)
-        )
-        reply = self.script.popleft() if self.script else Speech()
+        self.requests.append(Recorded.of(request, body))
+        reply = self.next_reply(Speech())
         if isinstance(reply, Failure):
-            headers = {"retry-after": reply.retry_after} if reply.retry_after is not None else {}
+            headers = retry_after_headers(reply.retry_after, "retry-after")
             detail = {"status": reply.detail_status, "message": reply.message}
             return web.json_response({"detail": detail}, status=reply.status, headers=headers)
         if request.headers.get("xi-api-key") != self.api_key:
@@ -155,20 +121,14 @@ class FakeElevenLabs:
         output_format = request.query.get("output_format", "mp3_44100_128")
         audio = render(body["text"], output_format)
         content_type = "audio/mpeg" if output_format.startswith("mp3") else "audio/pcm"
-        resp = web.StreamResponse(headers={"Content-Type": content_type, "request-id": "req-fake"})
-        await resp.prepare(request)
-        sent = 0
-        for i in range(0, len(audio), self.chunk_bytes):
-            piece = audio[i : i + self.chunk_bytes]
-            if reply.cut_after is not None and sent + len(piece) > reply.cut_after:
-                assert request.transport is not None
-                request.transport.close()
-                return resp
-            await resp.write(piece)
-            sent += len(piece)
-            await asyncio.sleep(0)
-        await resp.write_eof()
-        return resp
+        pieces = byte_pieces(audio, self.chunk_bytes)
+        return await stream(
+            request,
+            pieces,
+            content_type=content_type,
+            headers={"request-id": "req-fake"},
+            cut_after=_whole_pieces_within(pieces, reply.cut_after),
+        )
 
     # ------------------------------------------------------------------------------------------ WebSocket
 
@@ -203,8 +163,7 @@ class FakeElevenLabs:
             session.log.append("audio")
             audio_sent += 1
             if self.ws_cut_after_audio is not None and audio_sent >= self.ws_cut_after_audio:
-                assert request.transport is not None
-                request.transport.close()
+                await cut(request)
                 return False
             return True
 
@@ -236,3 +195,15 @@ class FakeElevenLabs:
                 pending = ""
         session.closed_by_client = True
         return ws
+
+
+def _whole_pieces_within(pieces: list[bytes], limit: int | None) -> int | None:
+    """How many whole pieces fit in ``limit`` bytes (``None``: no limit)."""
+    if limit is None:
+        return None
+    sent = 0
+    for count, piece in enumerate(pieces):
+        if sent + len(piece) > limit:
+            return count
+        sent += len(piece)
+    return None

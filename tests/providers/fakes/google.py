@@ -7,13 +7,20 @@ Google JSON error envelope (``{"error": {"code", "message", "status"}}``). Reque
 
 from __future__ import annotations
 
-import asyncio
-import json
-from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
+
+from tests.providers.fakes._base import (
+    Failure,
+    Recorded,
+    ScriptedServer,
+    retry_after_headers,
+    sse,
+    stream,
+    word_pieces,
+)
 
 _STATUS_NAMES = {
     400: "INVALID_ARGUMENT",
@@ -53,56 +60,21 @@ class Blocked:
     reason: str = "SAFETY"
 
 
-@dataclass
-class Failure:
-    status: int
-    message: str = "failure"
-    retry_after: str | None = None
-
-
-@dataclass
-class Recorded:
-    method: str
-    path: str
-    query: dict[str, str]
-    headers: dict[str, str]
-    body: dict[str, Any]
-
-
-class FakeGemini:
+class FakeGemini(ScriptedServer[Turn | Failure | Blocked]):
     def __init__(self) -> None:
+        super().__init__()
         self.requests: list[Recorded] = []
-        self.script: deque[Turn | Failure | Blocked] = deque()
-        self.base_url = ""
-        self._runner: web.AppRunner | None = None
 
-    def push(self, *replies: Turn | Failure | Blocked) -> None:
-        self.script.extend(replies)
-
-    async def start(self) -> str:
-        app = web.Application()
+    def routes(self, app: web.Application) -> None:
         app.router.add_post("/{version}/models/{target}", self._handle)
-        self._runner = web.AppRunner(app)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        self.base_url = f"http://127.0.0.1:{port}"
-        return self.base_url
-
-    async def close(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         body = await request.json()
-        self.requests.append(
-            Recorded(request.method, request.path, dict(request.query), dict(request.headers), body)
-        )
+        self.requests.append(Recorded.of(request, body))
         model, _, method = request.match_info["target"].partition(":")
-        reply = self.script.popleft() if self.script else Turn(text="ok")
+        reply = self.next_reply(Turn(text="ok"))
         if isinstance(reply, Failure):
-            headers = {"retry-after": reply.retry_after} if reply.retry_after is not None else {}
+            headers = retry_after_headers(reply.retry_after, "retry-after")
             error = {
                 "code": reply.status,
                 "message": reply.message,
@@ -116,26 +88,17 @@ class FakeGemini:
             }
             if method == "generateContent":
                 return web.json_response(blocked)
-            resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
-            await resp.prepare(request)
-            await resp.write(b"data: " + json.dumps(blocked).encode() + b"\r\n\r\n")
-            await resp.write_eof()
-            return resp
+            return await stream(request, [sse(blocked, newline="\r\n")], content_type="text/event-stream")
         if method == "generateContent":
             return web.json_response(_response(model, reply, reply.text, reply.function_calls, final=True))
         if method != "streamGenerateContent" or request.query.get("alt") != "sse":
             return web.json_response({"error": {"code": 404, "message": "no such method"}}, status=404)
-        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
-        await resp.prepare(request)
-        for count, chunk in enumerate(_chunks(model, reply)):
-            if reply.cut_after is not None and count >= reply.cut_after:
-                assert request.transport is not None
-                request.transport.close()
-                return resp
-            await resp.write(b"data: " + json.dumps(chunk).encode() + b"\r\n\r\n")
-            await asyncio.sleep(0)
-        await resp.write_eof()
-        return resp
+        return await stream(
+            request,
+            (sse(chunk, newline="\r\n") for chunk in _chunks(model, reply)),
+            content_type="text/event-stream",
+            cut_after=reply.cut_after,
+        )
 
 
 def _response(model: str, turn: Turn, text: str, calls: list[FunctionCall], *, final: bool) -> dict[str, Any]:
@@ -164,8 +127,7 @@ def _response(model: str, turn: Turn, text: str, calls: list[FunctionCall], *, f
 
 
 def _chunks(model: str, turn: Turn) -> list[dict[str, Any]]:
-    words = turn.text.split(" ") if turn.text else []
-    pieces = [w if i == 0 else " " + w for i, w in enumerate(words)]
+    pieces = word_pieces(turn.text)
     chunks: list[dict[str, Any]] = []
     for i, piece in enumerate(pieces):
         last = i == len(pieces) - 1 and not turn.function_calls

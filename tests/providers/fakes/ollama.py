@@ -7,16 +7,21 @@ arguments as objects); the last has ``done: true``, ``done_reason`` and the toke
 
 from __future__ import annotations
 
-import asyncio
-import json
-from collections import deque
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import web
-from multidict import CIMultiDict
+
+from tests.providers.fakes._base import (
+    Failure,
+    Recorded,
+    ScriptedServer,
+    even_pieces,
+    ndjson,
+    retry_after_headers,
+    stream,
+)
 
 
 @dataclass
@@ -43,81 +48,46 @@ class OllamaTurn:
     """Stop sending (without closing) after that many lines, for 1.5 s, then hang up."""
 
 
-@dataclass
-class OllamaFailure:
-    status: int
-    message: str = "failure"
-    retry_after: str | None = None
+OllamaFailure = Failure
+"""An HTTP error answer: ``{"error": message}`` with the status."""
 
 
-@dataclass
-class Recorded:
-    method: str
-    path: str
-    headers: Mapping[str, str]
-    body: dict[str, Any]
-
-
-class FakeOllama:
+class FakeOllama(ScriptedServer[OllamaTurn | OllamaFailure]):
     """An aiohttp server on an ephemeral port; ``base_url`` is set once started."""
 
+    client_max_size = 64 * 1024 * 1024
+
     def __init__(self) -> None:
+        super().__init__()
         self.requests: list[Recorded] = []
-        self.script: deque[OllamaTurn | OllamaFailure] = deque()
-        self.base_url = ""
-        self._runner: web.AppRunner | None = None
 
-    def push(self, *replies: OllamaTurn | OllamaFailure) -> None:
-        self.script.extend(replies)
-
-    async def start(self) -> str:
-        app = web.Application(client_max_size=64 * 1024 * 1024)
+    def routes(self, app: web.Application) -> None:
         app.router.add_post("/api/chat", self._chat)
-        self._runner = web.AppRunner(app, handle_signals=False)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        self.base_url = f"http://127.0.0.1:{port}"
-        return self.base_url
-
-    async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
 
     async def _chat(self, request: web.Request) -> web.StreamResponse:
         body = await request.json()
-        self.requests.append(Recorded(request.method, request.path, CIMultiDict(request.headers), body))
-        reply = self.script.popleft() if self.script else OllamaTurn(text="Hello from Ollama.")
+        self.requests.append(Recorded.of(request, body))
+        reply = self.next_reply(OllamaTurn(text="Hello from Ollama."))
         if isinstance(reply, OllamaFailure):
-            headers = {"Retry-After": reply.retry_after} if reply.retry_after is not None else {}
+            headers = retry_after_headers(reply.retry_after)
             return web.json_response({"error": reply.message}, status=reply.status, headers=headers)
         model = body.get("model", "llama3.2")
-        lines = _lines(reply, model)
         if body.get("stream", True) is False:
             return web.json_response(_whole(reply, model))
-        resp = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
-        resp.enable_chunked_encoding()
-        await resp.prepare(request)
-        for i, line in enumerate(lines):
-            if reply.cut_after is not None and i >= reply.cut_after:
-                await asyncio.sleep(0.01)
-                if request.transport is not None:
-                    request.transport.close()
-                return resp
-            if reply.stall_after is not None and i >= reply.stall_after:
-                await asyncio.sleep(1.5)
-                return resp
-            if reply.error_after is not None and i >= reply.error_after:
-                await resp.write(
-                    json.dumps({"error": "model runner has unexpectedly stopped"}).encode() + b"\n"
-                )
-                await resp.write_eof()
-                return resp
-            await resp.write(json.dumps(line).encode() + b"\n")
-            await asyncio.sleep(0)
-        await resp.write_eof()
-        return resp
+        frames = [ndjson(line) for line in _lines(reply, model)]
+        if reply.error_after is not None and reply.error_after < len(frames):
+            frames = [
+                *frames[: reply.error_after],
+                ndjson({"error": "model runner has unexpectedly stopped"}),
+            ]
+        return await stream(
+            request,
+            frames,
+            content_type="application/x-ndjson",
+            chunked=True,
+            cut_after=reply.cut_after,
+            stall_after=reply.stall_after,
+        )
 
 
 def _now() -> str:
@@ -152,18 +122,15 @@ def _final(turn: OllamaTurn, model: str, message: dict[str, Any]) -> dict[str, A
 
 def _lines(turn: OllamaTurn, model: str) -> list[dict[str, Any]]:
     lines: list[dict[str, Any]] = []
-    text = turn.text
-    if text:
-        step = max(1, -(-len(text) // max(1, turn.text_pieces)))
-        for i in range(0, len(text), step):
-            lines.append(
-                {
-                    "model": model,
-                    "created_at": _now(),
-                    "message": {"role": "assistant", "content": text[i : i + step]},
-                    "done": False,
-                }
-            )
+    for piece in even_pieces(turn.text, turn.text_pieces):
+        lines.append(
+            {
+                "model": model,
+                "created_at": _now(),
+                "message": {"role": "assistant", "content": piece},
+                "done": False,
+            }
+        )
     if turn.tool_calls:
         lines.append(
             {

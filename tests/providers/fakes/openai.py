@@ -14,12 +14,21 @@ import asyncio
 import json
 import time
 from collections import deque
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
-from multidict import CIMultiDict
+
+from tests.providers.fakes._base import (
+    Failure,
+    FakeServer,
+    Recorded,
+    byte_pieces,
+    even_pieces,
+    retry_after_headers,
+    sse,
+    stream,
+)
 
 _ERROR_TYPES = {
     400: "invalid_request_error",
@@ -73,36 +82,21 @@ class Speech:
     cut_after: int | None = None
 
 
-@dataclass
-class Failure:
-    status: int
-    message: str = "failure"
-    retry_after: str | None = None
-
-
-@dataclass
-class Recorded:
-    method: str
-    path: str
-    headers: Mapping[str, str]
-    body: dict[str, Any]
-    files: dict[str, bytes] = field(default_factory=dict)
-
-
 Reply = ChatTurn | Transcript | Speech | Failure
 
 
-class FakeOpenAI:
+class FakeOpenAI(FakeServer):
     """An aiohttp server on an ephemeral port; ``base_url`` (ending in ``/v1``) is set once started."""
 
+    client_max_size = 64 * 1024 * 1024
+
     def __init__(self, *, api_key: str | None = None, prefix: str = "/v1") -> None:
+        super().__init__()
         self.requests: list[Recorded] = []
         self.scripts: dict[str, deque[Reply]] = {"chat": deque(), "transcribe": deque(), "speech": deque()}
         self.api_key = api_key
         self.prefix = prefix
-        self.root_url = ""
-        self.base_url = ""
-        self._runner: web.AppRunner | None = None
+        self.base_path = prefix
 
     def push_chat(self, *replies: ChatTurn | Failure) -> None:
         self.scripts["chat"].extend(replies)
@@ -113,23 +107,10 @@ class FakeOpenAI:
     def push_speech(self, *replies: Speech | Failure) -> None:
         self.scripts["speech"].extend(replies)
 
-    async def start(self) -> str:
-        app = web.Application(client_max_size=64 * 1024 * 1024)
+    def routes(self, app: web.Application) -> None:
         app.router.add_post(self.prefix + "/chat/completions", self._chat)
         app.router.add_post(self.prefix + "/audio/transcriptions", self._transcribe)
         app.router.add_post(self.prefix + "/audio/speech", self._speech)
-        self._runner = web.AppRunner(app, handle_signals=False)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        self.root_url = f"http://127.0.0.1:{port}"
-        self.base_url = self.root_url + self.prefix
-        return self.base_url
-
-    async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
 
     # ------------------------------------------------------------------------------------------ helpers
 
@@ -148,7 +129,7 @@ class FakeOpenAI:
 
     async def _chat(self, request: web.Request) -> web.StreamResponse:
         body = await request.json()
-        self.requests.append(Recorded(request.method, request.path, CIMultiDict(request.headers), body))
+        self.requests.append(Recorded.of(request, body))
         denied = self._auth_failure(request)
         if denied is not None:
             return denied
@@ -162,18 +143,14 @@ class FakeOpenAI:
         if not body.get("stream"):
             return web.json_response(_completion(reply, model))
         include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
-        events = _chunks(reply, model, include_usage)
-        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
-        await resp.prepare(request)
-        for i, event in enumerate(events):
-            if reply.cut_after is not None and i >= reply.cut_after:
-                await _cut(request)
-                return resp
-            await resp.write(f"data: {json.dumps(event)}\n\n".encode())
-            await asyncio.sleep(0)
-        await resp.write(b"data: [DONE]\n\n")
-        await resp.write_eof()
-        return resp
+        return await stream(
+            request,
+            (sse(event) for event in _chunks(reply, model, include_usage)),
+            content_type="text/event-stream",
+            headers={"Cache-Control": "no-cache"},
+            cut_after=reply.cut_after,
+            trailer=sse("[DONE]"),
+        )
 
     async def _transcribe(self, request: web.Request) -> web.Response:
         form: dict[str, Any] = {}
@@ -184,9 +161,7 @@ class FakeOpenAI:
                 files[part.name or "file"] = bytes(await part.read())  # type: ignore[union-attr]
             else:
                 form[part.name or ""] = await part.text()  # type: ignore[union-attr]
-        self.requests.append(
-            Recorded(request.method, request.path, CIMultiDict(request.headers), form, files)
-        )
+        self.requests.append(Recorded.of(request, form, files))
         denied = self._auth_failure(request)
         if denied is not None:
             return denied
@@ -211,7 +186,7 @@ class FakeOpenAI:
 
     async def _speech(self, request: web.Request) -> web.StreamResponse:
         body = await request.json()
-        self.requests.append(Recorded(request.method, request.path, CIMultiDict(request.headers), body))
+        self.requests.append(Recorded.of(request, body))
         denied = self._auth_failure(request)
         if denied is not None:
             return denied
@@ -219,30 +194,20 @@ class FakeOpenAI:
         if isinstance(reply, Failure):
             return _error(reply)
         assert isinstance(reply, Speech)
-        resp = web.StreamResponse(headers={"Content-Type": reply.content_type})
-        resp.enable_chunked_encoding()
-        await resp.prepare(request)
-        for i, start in enumerate(range(0, len(reply.audio), reply.chunk_size)):
-            if reply.cut_after is not None and i >= reply.cut_after:
-                await _cut(request)
-                return resp
-            await resp.write(reply.audio[start : start + reply.chunk_size])
-            await asyncio.sleep(0)
-        await resp.write_eof()
-        return resp
+        return await stream(
+            request,
+            byte_pieces(reply.audio, reply.chunk_size),
+            content_type=reply.content_type,
+            chunked=True,
+            cut_after=reply.cut_after,
+        )
 
 
 # ---------------------------------------------------------------------------------------------- rendering
 
 
-async def _cut(request: web.Request) -> None:
-    await asyncio.sleep(0.01)
-    if request.transport is not None:
-        request.transport.close()
-
-
 def _error(failure: Failure) -> web.Response:
-    headers = {"Retry-After": failure.retry_after} if failure.retry_after is not None else {}
+    headers = retry_after_headers(failure.retry_after)
     payload = {
         "error": {
             "message": failure.message,
@@ -252,13 +217,6 @@ def _error(failure: Failure) -> web.Response:
         }
     }
     return web.json_response(payload, status=failure.status, headers=headers)
-
-
-def _split(text: str, pieces: int) -> list[str]:
-    if not text:
-        return []
-    step = max(1, -(-len(text) // max(1, pieces)))
-    return [text[i : i + step] for i in range(0, len(text), step)]
 
 
 def _finish(turn: ChatTurn) -> str:
@@ -306,7 +264,7 @@ def _chunks(turn: ChatTurn, model: str, include_usage: bool) -> list[dict[str, A
         return out
 
     events = [chunk({"role": "assistant", "content": "", "refusal": None})]
-    events += [chunk({"content": piece}) for piece in _split(turn.text, turn.text_pieces)]
+    events += [chunk({"content": piece}) for piece in even_pieces(turn.text, turn.text_pieces)]
     for index, tc in enumerate(turn.tool_calls):
         events.append(
             chunk(
@@ -322,7 +280,7 @@ def _chunks(turn: ChatTurn, model: str, include_usage: bool) -> list[dict[str, A
                 }
             )
         )
-        for piece in _split(json.dumps(tc.arguments), tc.pieces):
+        for piece in even_pieces(json.dumps(tc.arguments), tc.pieces):
             events.append(chunk({"tool_calls": [{"index": index, "function": {"arguments": piece}}]}))
     events.append(chunk({}, _finish(turn)))
     if include_usage:

@@ -15,3 +15,16 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "live" in item.keywords:
             item.add_marker(skip)
+
+
+def require(condition: object, reason: str) -> None:
+    """Skip when a system tool the test needs is missing on a developer's machine; fail in CI.
+
+    CI (``CI=true``) installs every tool the suite needs, so a missing one there is a broken install, not a
+    reason to pass silently.
+    """
+    if condition:
+        return
+    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+        pytest.fail(f"CI must provide this: {reason}", pytrace=False)
+    pytest.skip(reason)

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from tests.conftest import require
 from tests.e2e.stack import CHROMIUM, Stack, conversation_wav, ensure_web_build
 from tests.fixtures import fixture_path
 from tests.integration.worker.harness import ROOT
@@ -53,11 +54,10 @@ RECORD_EVENTS = """() => {
 
 @pytest.fixture(scope="module")
 def static_dir() -> Path:
-    if not CHROMIUM.exists():
-        pytest.skip("Debian's chromium is not installed at /usr/bin/chromium")
+    require(CHROMIUM.exists(), "Debian's chromium is not installed at /usr/bin/chromium")
     built = ensure_web_build()
-    if isinstance(built, str):
-        pytest.skip(built)
+    require(not isinstance(built, str), str(built))
+    assert not isinstance(built, str)
     return built
 
 

@@ -14,6 +14,7 @@ import pytest
 from pydantic import BaseModel
 
 from llmrtc.errors import ProtocolError
+from tests.conftest import require
 from tests.integration.worker.harness import ROOT
 from worker import protocol as p
 
@@ -56,14 +57,15 @@ INVALID: dict[str, str] = {
 
 @pytest.fixture(scope="module")
 def harness(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    if shutil.which("node") is None:
-        pytest.skip("Node.js is not installed")
+    require(shutil.which("node") is not None, "Node.js is not installed")
     if not ESBUILD.exists():
         done = subprocess.run(
             ["make", "-C", str(WEB), "node_modules/.installed"], capture_output=True, text=True
         )
-        if done.returncode != 0 or not ESBUILD.exists():
-            pytest.skip(f"the web packages could not be installed: {done.stderr[-500:]}")
+        require(
+            done.returncode == 0 and ESBUILD.exists(),
+            f"the web packages could not be installed: {done.stderr[-500:]}",
+        )
     out = tmp_path_factory.mktemp("protocol") / "harness.mjs"
     subprocess.run(
         [str(ESBUILD), str(WEB / "test" / "protocol_harness.ts"), "--bundle", "--platform=node",

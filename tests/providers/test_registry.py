@@ -36,8 +36,7 @@ ALL_KEYS = {
 
 
 def needs(module: str) -> None:
-    if importlib.util.find_spec(f"llmrtc.providers.{module}") is None:
-        pytest.skip(f"llmrtc.providers.{module} is not there yet")
+    assert importlib.util.find_spec(f"llmrtc.providers.{module}") is not None, module
 
 
 @pytest.mark.parametrize(

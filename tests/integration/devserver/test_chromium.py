@@ -21,6 +21,7 @@ from aiohttp import web
 from livekit import rtc
 
 from signalling.devserver.server import DevServer
+from tests.conftest import require
 
 from .conftest import make_token, wait_for
 from .helpers import SAMPLE_RATE, AudioRecorder, dominant_frequency, publish_sine
@@ -39,8 +40,8 @@ def _npm_install() -> None:
     ).exists():
         return
     npm = shutil.which("npm")
-    if npm is None:
-        pytest.skip("npm is not installed")
+    require(npm is not None, "npm is not installed")
+    assert npm is not None
     command = [npm, "ci" if (JS_DIR / "package-lock.json").exists() else "install", "--no-audit", "--no-fund"]
     subprocess.run(command, cwd=JS_DIR, check=True, timeout=300, capture_output=True)
 
@@ -48,8 +49,7 @@ def _npm_install() -> None:
 @pytest.fixture(scope="module")
 def page_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """index.html + the esbuild bundle of js/main.js."""
-    if not os.path.exists(CHROMIUM):
-        pytest.skip("Debian chromium is not installed")
+    require(os.path.exists(CHROMIUM), "Debian chromium is not installed")
     _npm_install()
     out = tmp_path_factory.mktemp("page")
     esbuild = JS_DIR / "node_modules" / ".bin" / "esbuild"

@@ -9,8 +9,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import pytest
 import redis
+
+from tests.conftest import require
 
 REDIS_SERVER = shutil.which("redis-server")
 
@@ -58,8 +59,7 @@ class RedisServer:
 
 def start_redis(tmp: Path) -> RedisServer:
     """Start redis-server on a free port and wait until PING answers (three tries against port races)."""
-    if REDIS_SERVER is None:
-        pytest.skip("redis-server is not installed (Debian package redis-server)")
+    require(REDIS_SERVER is not None, "redis-server is not installed (Debian package redis-server)")
     last = ""
     for attempt in range(3):
         port = _free_port()

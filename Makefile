@@ -43,6 +43,8 @@ dev: setup
 bench: $(STAMP)
 	$(BIN)/python bench/vad.py
 	$(BIN)/python bench/devserver.py
+	$(BIN)/python bench/turn_latency.py
+	$$(command -v taskset >/dev/null && echo taskset -c 0) $(BIN)/python bench/worker_density.py
 
 clean:
 	rm -rf $(VENV) web/node_modules signalling/static .pytest_cache .mypy_cache .ruff_cache

@@ -71,7 +71,7 @@ class AnthropicLLMProvider(LLMProvider):
     def __init__(
         self,
         api_key: str | None = None,
-        model: str = "claude-sonnet-4-5",
+        model: str = "claude-sonnet-5-5",
         max_tokens: int = 4096,
         base_url: str | None = None,
         timeout_s: float = 60.0,

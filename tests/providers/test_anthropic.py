@@ -58,7 +58,7 @@ async def test_complete_sends_system_and_messages(fake: FakeAnthropic, llm: Anth
     assert sent.path == "/v1/messages"
     assert sent.headers["Authorization"] == "Bearer sk-ant-test"
     assert sent.body["system"] == "Be brief."
-    assert sent.body["model"] == "claude-sonnet-4-5"
+    assert sent.body["model"] == "claude-sonnet-5-5"
     assert sent.body["max_tokens"] == 100
     assert sent.body["temperature"] == 0.3
     assert sent.body["messages"] == [{"role": "user", "content": [{"type": "text", "text": "alice: Hi"}]}]

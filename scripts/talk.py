@@ -25,13 +25,19 @@ FRAME_MS = 20
 
 
 def read_wav(path: Path) -> tuple[np.ndarray[Any, np.dtype[np.int16]], int]:
-    with wave.open(str(path), "rb") as w:
-        if w.getsampwidth() != 2:
-            raise SystemExit(f"{path}: expected 16-bit PCM WAV")
-        data = np.frombuffer(w.readframes(w.getnframes()), dtype=np.int16)
-        if w.getnchannels() > 1:
-            data = data.reshape(-1, w.getnchannels())[:, 0].copy()
-        return data, w.getframerate()
+    try:
+        with wave.open(str(path), "rb") as w:
+            if w.getsampwidth() != 2:
+                raise SystemExit(f"{path}: expected 16-bit PCM WAV")
+            data = np.frombuffer(w.readframes(w.getnframes()), dtype=np.int16)
+            if w.getnchannels() > 1:
+                data = data.reshape(-1, w.getnchannels())[:, 0].copy()
+            return data, w.getframerate()
+    except (OSError, wave.Error, EOFError) as exc:
+        raise SystemExit(
+            f"{path}: cannot read it as a WAV ({exc}); make one with\n"
+            f'  espeak-ng -w raw.wav "What is the capital of France?" && sox raw.wav -r 16000 -c 1 -b 16 {path}'
+        ) from None
 
 
 async def fetch_token(url: str, room: str, name: str, api_key: str | None) -> dict[str, Any]:

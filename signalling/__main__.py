@@ -27,7 +27,7 @@ def main(argv: list[str] | None = None) -> None:
     from signalling.service import TokenServiceSettings, create_app
 
     try:
-        settings = TokenServiceSettings(**({"TOKEN_SERVICE_OPEN_MODE": True} if args.open else {}))
+        settings = TokenServiceSettings(TOKEN_SERVICE_OPEN_MODE=True) if args.open else TokenServiceSettings()
     except ValidationError as exc:
         for err in exc.errors():
             print(f"token service: {err['msg']}", file=sys.stderr)

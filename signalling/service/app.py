@@ -7,9 +7,9 @@ participants through the LiveKit server API; ``/`` serves the built web client w
 import hashlib
 import hmac
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from contextlib import asynccontextmanager
-from typing import Annotated, Any
+from typing import Annotated, TypeVar
 
 from fastapi import Depends, FastAPI, Header, Request
 from fastapi.exceptions import RequestValidationError
@@ -31,6 +31,7 @@ from signalling.service.validation import (
 )
 
 log = logging.getLogger("signalling.service")
+T = TypeVar("T")
 
 
 class TokenRequest(BaseModel):
@@ -240,7 +241,7 @@ def create_app(settings: TokenServiceSettings | None = None, *, admin_api: Admin
     return app
 
 
-async def _admin_call(awaitable: Any) -> Any:
+async def _admin_call(awaitable: Awaitable[T]) -> T:
     try:
         return await awaitable
     except Exception as exc:

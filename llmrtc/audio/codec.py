@@ -3,7 +3,9 @@
 * :class:`Resampler`: stateful, streaming, any rate to any rate, on FFmpeg's swresample (PyAV).
 * :class:`StreamDecoder`: fed bytes as they arrive (``mp3``, ``ogg`` Opus, ``wav``, raw ``pcm``), yields mono
   PCM16 frames of a chosen size and rate. MP3 is decoded gaplessly when the stream has a LAME/Info header,
-  Ogg Opus honours its pre-skip and end trimming, so the output has the length that was encoded.
+  Ogg Opus honours its pre-skip and end trimming, so the output has the length that was encoded. ``aac`` and
+  ``flac`` are accepted with ``buffer_whole=True``: kept until the end, then demuxed and decoded.
+* :func:`decode_audio`: a whole file of any of these formats to mono PCM16.
 * :func:`encode_wav`: an utterance as a WAV file for STT upload.
 
 PyAV (``llmrtc[audio]``) is imported on first use.
@@ -12,6 +14,7 @@ PyAV (``llmrtc[audio]``) is imported on first use.
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
 import struct
 from typing import Any, Literal
@@ -24,8 +27,11 @@ from llmrtc.errors import CodecError
 
 logger = logging.getLogger(__name__)
 
-AudioFormat = Literal["mp3", "ogg", "opus", "ogg-opus", "wav", "pcm"]
+AudioFormat = Literal["mp3", "ogg", "opus", "ogg-opus", "wav", "pcm", "aac", "flac"]
 FORMATS: tuple[str, ...] = ("mp3", "ogg", "opus", "ogg-opus", "wav", "pcm")
+"""Formats decoded piece by piece as the bytes arrive."""
+WHOLE_FORMATS: tuple[str, ...] = ("aac", "flac")
+"""Formats decoded once the whole file is there (``StreamDecoder(..., buffer_whole=True)``, :func:`decode_audio`)."""
 
 
 def _av() -> Any:
@@ -498,13 +504,49 @@ class _OggOpusSource(_Source):
         return [self._trim.apply(_frame_to_mono(f)) for f in self._ctx.decode(None)]
 
 
+class _WholeFileSource(_Source):
+    """aac / flac: the bytes are kept until the end, then demuxed and decoded by FFmpeg in one go."""
+
+    def __init__(self, fmt: str) -> None:
+        self._av = _av()
+        self._fmt = fmt
+        self._buf = bytearray()
+
+    def feed(self, data: bytes) -> list[npt.NDArray[np.float32]]:
+        self._buf += data
+        return []
+
+    def finish(self) -> list[npt.NDArray[np.float32]]:
+        if not self._buf:
+            return []
+        out: list[npt.NDArray[np.float32]] = []
+        try:
+            # probed rather than forced: AAC comes as ADTS or in an MP4/M4A container
+            with self._av.open(io.BytesIO(bytes(self._buf)), mode="r") as container:
+                stream = next((s for s in container.streams if s.type == "audio"), None)
+                if stream is None:
+                    raise CodecError(f"no audio stream in the {len(self._buf)} bytes of {self._fmt}")
+                for frame in container.decode(stream):
+                    self.rate = frame.sample_rate
+                    out.append(_frame_to_mono(frame))
+        except (self._av.error.FFmpegError, ValueError, OSError) as exc:
+            raise CodecError(f"could not decode {self._fmt} audio ({len(self._buf)} bytes): {exc}") from exc
+        finally:
+            self._buf.clear()
+        if not out:
+            raise CodecError(f"no {self._fmt} audio found")
+        return out
+
+
 class StreamDecoder:
     """Decode an audio stream fed in pieces into mono PCM16 frames of ``frame_ms`` at ``out_rate``.
 
     ``format`` is ``"mp3"``, ``"ogg"`` (Ogg Opus; also ``"opus"``/``"ogg-opus"``), ``"wav"`` or ``"pcm"``
     (raw PCM16 little-endian at ``pcm_rate`` with ``pcm_channels``). :meth:`feed` returns the frames that are
     complete so far; :meth:`flush` ends the stream and returns the rest, the last frame zero-padded unless
-    ``pad_last=False``. Malformed input raises :class:`~llmrtc.errors.CodecError`.
+    ``pad_last=False``. With ``buffer_whole=True`` the formats that cannot be decoded piecewise here (``aac``,
+    ``flac``) are accepted too: :meth:`feed` keeps their bytes and :meth:`flush` decodes them. Equal source and
+    output rates pass the samples through unresampled. Malformed input raises :class:`~llmrtc.errors.CodecError`.
     """
 
     def __init__(
@@ -516,10 +558,15 @@ class StreamDecoder:
         pcm_rate: int | None = None,
         pcm_channels: int = 1,
         pad_last: bool = True,
+        buffer_whole: bool = False,
     ) -> None:
         fmt = format.lower()
-        if fmt not in FORMATS:
-            raise CodecError(f"unsupported audio format {format!r}; use one of {', '.join(FORMATS)}")
+        if fmt in WHOLE_FORMATS and not buffer_whole:
+            raise CodecError(f"{fmt} is decoded once complete: pass buffer_whole=True or use decode_audio")
+        if fmt not in FORMATS + WHOLE_FORMATS:
+            raise CodecError(
+                f"unsupported audio format {format!r}; use one of {', '.join(FORMATS + WHOLE_FORMATS)}"
+            )
         frame_samples = round(out_rate * frame_ms / 1000)
         if out_rate <= 0 or frame_samples <= 0:
             raise CodecError(f"bad output: {out_rate} Hz, {frame_ms} ms frames")
@@ -536,6 +583,8 @@ class StreamDecoder:
             self._source = _WavSource()
         elif fmt == "mp3":
             self._source = _Mp3Source()
+        elif fmt in WHOLE_FORMATS:
+            self._source = _WholeFileSource(fmt)
         else:
             self._source = _OggOpusSource()
         self._resampler: Resampler | None = None
@@ -579,6 +628,9 @@ class StreamDecoder:
 def decode_audio(
     data: bytes, format: str, out_rate: int = 16_000, *, pcm_rate: int | None = None, pcm_channels: int = 1
 ) -> bytes:
-    """Decode a whole file to mono PCM16 at ``out_rate`` (exact length, no padding)."""
-    dec = StreamDecoder(format, out_rate, pcm_rate=pcm_rate, pcm_channels=pcm_channels, pad_last=False)
+    """Decode a whole file (any of :data:`FORMATS` or :data:`WHOLE_FORMATS`) to mono PCM16 at ``out_rate``
+    (exact length, no padding)."""
+    dec = StreamDecoder(
+        format, out_rate, pcm_rate=pcm_rate, pcm_channels=pcm_channels, pad_last=False, buffer_whole=True
+    )
     return b"".join(dec.feed(data) + dec.flush())

@@ -16,8 +16,8 @@ from typing import Any
 import aiohttp
 import numpy as np
 
+from llmrtc.audio.codec import decode_audio
 from llmrtc.errors import CodecError, ConfigError, InvalidRequestError, ProviderError, ProviderResponseError
-from llmrtc.providers._audio import resample16, to_mono16
 from llmrtc.providers._http import (
     TRANSPORT_ERRORS,
     SessionHolder,
@@ -111,11 +111,8 @@ class FasterWhisperSTTProvider(STTProvider):
 
 
 def wav_to_float32_16k(audio: bytes) -> np.ndarray:
-    """Mono float32 samples in [-1, 1] at 16 kHz from 16-bit WAV bytes (what Whisper wants)."""
-    from llmrtc.audio.wav import wav_to_pcm16
-
-    pcm, rate, channels = wav_to_pcm16(audio)
-    pcm = resample16(to_mono16(pcm, channels), rate, WHISPER_RATE)
+    """Mono float32 samples in [-1, 1] at 16 kHz from PCM WAV bytes (what Whisper wants)."""
+    pcm = decode_audio(audio, "wav", WHISPER_RATE)
     return np.frombuffer(pcm, dtype="<i2").astype(np.float32) / 32768.0
 
 
@@ -226,7 +223,9 @@ class FasterWhisperLocalSTTProvider(STTProvider):
         try:
             samples = wav_to_float32_16k(audio)
         except CodecError as exc:
-            raise InvalidRequestError(f"audio must be 16-bit WAV: {exc}", provider=self.name) from exc
+            raise InvalidRequestError(
+                f"audio must be a 16-bit WAV (or another PCM WAV): {exc}", provider=self.name
+            ) from exc
         model = await self._model.get()
         async with self._slots:
             try:

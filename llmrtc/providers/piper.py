@@ -130,7 +130,7 @@ class PiperHTTPTTSProvider(TTSProvider):
                 yield chunk
         except CodecError as exc:
             raise ProviderResponseError(
-                f"the server did not answer a 16-bit WAV: {exc}", provider=self.name
+                f"the server did not answer a usable WAV: {exc}", provider=self.name
             ) from exc
 
 

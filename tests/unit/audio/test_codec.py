@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import struct
+from collections.abc import AsyncIterator
 
 import av
 import numpy as np
@@ -151,3 +152,72 @@ def test_encode_wav_round_trip() -> None:
     pcm = sine(200.0, 16000, 0.25).tobytes()
     back, rate, channels = wav_to_pcm16(encode_wav(pcm, 16000))
     assert (back, rate, channels) == (pcm, 16000, 1)
+
+
+@pytest.mark.parametrize(
+    ("codec", "fmt", "rate", "layout"),
+    [("aac", "adts", 24000, "mono"), ("aac", "ipod", 44100, "stereo"), ("flac", "flac", 22050, "stereo")],
+)
+def test_whole_file_formats_decode_once_complete(codec: str, fmt: str, rate: int, layout: str) -> None:
+    src = sine(440.0, rate, 0.8)
+    data = encode(codec, fmt, rate, src, layout)
+    name = "flac" if codec == "flac" else "aac"  # ADTS and M4A both come as "aac" and are probed
+    dec = StreamDecoder(name, out_rate=16000, frame_ms=20, pad_last=False, buffer_whole=True)
+    fed: list[bytes] = []
+    for i in range(0, len(data), 300):
+        fed += dec.feed(data[i : i + 300])
+    assert fed == [], "kept until the end, not decoded piecewise"
+    out = np.frombuffer(b"".join(dec.flush()), dtype="<i2")
+    expected = round(len(src) * 16000 / rate)
+    # AAC adds its encoder priming/padding (at most a few frames); FLAC keeps the exact length
+    assert (len(out) == expected) if codec == "flac" else (expected <= len(out) <= expected + 2100)
+    assert peak_hz(out[2000:-2000], 16000) == pytest.approx(440.0, abs=3.0)
+    assert rms_db(out[2000:-2000]) == pytest.approx(rms_db(src), abs=1.0)
+
+
+def test_flac_at_the_source_rate_is_lossless() -> None:
+    src = sine(300.0, 24000, 0.5)
+    assert decode_audio(encode("flac", "flac", 24000, src), "flac", 24000) == src.tobytes()
+
+
+def test_whole_file_formats_need_buffering_and_valid_data() -> None:
+    with pytest.raises(CodecError, match="buffer_whole"):
+        StreamDecoder("aac", out_rate=16000)
+    with pytest.raises(CodecError, match="flac"):
+        decode_audio(b"\x00\x01" * 4000, "flac")
+    # nothing fed: nothing out, no error (an empty answer is the provider's to judge)
+    assert StreamDecoder("flac", buffer_whole=True).flush() == []
+
+
+def test_wav_24_bit_and_streaming_size_are_read() -> None:
+    src = sine(700.0, 16000, 0.25)
+    wide = (src.astype(np.int32) << 8).astype("<i4")
+    body = b"".join(int(v).to_bytes(4, "little", signed=True)[:3] for v in wide)
+    fmt = struct.pack("<HHIIHH", 1, 1, 16000, 16000 * 3, 3, 24)
+    # a streaming writer's header: the data size is not known yet (0xFFFFFFFF)
+    wav = b"RIFF" + struct.pack("<I", 0xFFFFFFFF) + b"WAVE" + b"fmt " + struct.pack("<I", 16) + fmt
+    wav += b"data" + struct.pack("<I", 0xFFFFFFFF) + body
+    dec = StreamDecoder("wav", out_rate=16000, frame_ms=10, pad_last=False)
+    frames = [f for i in range(0, len(wav), 101) for f in dec.feed(wav[i : i + 101])] + dec.flush()
+    assert b"".join(frames) == src.tobytes(), "24-bit to 16-bit at the same rate is exact"
+
+
+async def test_provider_adapter_chunks_every_format_at_the_declared_rate() -> None:
+    from llmrtc.providers._audio import pcm_chunks
+
+    async def pieces(data: bytes, size: int) -> AsyncIterator[bytes]:
+        for i in range(0, len(data), size):
+            yield data[i : i + size]
+
+    src = sine(440.0, 24000, 1.0)
+    raw = [c async for c in pcm_chunks(pieces(src.tobytes() + b"\x01", 777), "pcm", 24000)]
+    assert b"".join(c.pcm for c in raw) == src.tobytes(), "pcm passes through; a stray odd byte is dropped"
+    assert all(len(c.pcm) >= 960 for c in raw[:-1]) and all(c.sample_rate == 24000 for c in raw)
+    flac48k = encode("flac", "flac", 48000, sine(440.0, 48000, 1.0))
+    flac = [c async for c in pcm_chunks(pieces(flac48k, 500), "FLAC", 24000)]
+    assert len(flac) >= 5 and all(len(c.pcm) <= 24000 // 5 * 2 for c in flac), "handed on in ~200 ms pieces"
+    assert abs(sum(len(c.pcm) for c in flac) // 2 - 24000) <= 2, "resampled to the declared rate"
+    with pytest.raises(CodecError):
+        [c async for c in pcm_chunks(pieces(b"RIFF\x00\x00\x00\x00JUNK", 4), "wav", 24000)]
+    with pytest.raises(CodecError, match="unsupported"):
+        [c async for c in pcm_chunks(pieces(b"", 1), "vorbis", 24000)]

@@ -45,6 +45,24 @@ class MetricNames:
     STAGE_TURNS = "llmrtc.playbook.stage.turns"
     CURRENT_STAGE = "llmrtc.playbook.stage.current"
     PLAYBOOK_COMPLETIONS = "llmrtc.playbook.completions"
+    # usage (per turn, tagged by provider)
+    LLM_TOKENS = "llmrtc.llm.tokens"
+    """Counter, tag ``direction`` = ``input`` | ``output``."""
+    TTS_CHARACTERS = "llmrtc.tts.characters"
+    STT_AUDIO_SECONDS = "llmrtc.stt.audio_seconds"
+    # the worker (one process, all its rooms)
+    WORKER_ROOMS = "llmrtc.worker.rooms"
+    """Gauge: rooms this worker process holds."""
+    WORKER_HUMANS = "llmrtc.worker.humans"
+    """Gauge: humans in those rooms."""
+    WORKER_LOAD = "llmrtc.worker.load"
+    """Gauge: the load reported to LiveKit (0..1)."""
+    WORKER_SHED = "llmrtc.worker.shed"
+    """Counter: jobs refused or turns announced as not served because the worker was full (tag ``what``)."""
+    VAD_LAG = "llmrtc.vad.lag_ms"
+    """Timing: how far the VAD runs behind the audio it was given."""
+    VISION_FRAMES = "llmrtc.vision.frames"
+    """Counter: frames sent to the LLM or the vision provider (tag ``mode``)."""
 
 
 @runtime_checkable

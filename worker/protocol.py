@@ -44,7 +44,11 @@ class _Wire(BaseModel):
 
 
 class TranscriptMsg(_Wire):
-    """What a participant said (``final`` is false for partial results), or what they typed."""
+    """What a participant said (``final`` is false for interim results), or what they typed.
+
+    Interim results and the final one of one utterance share ``segment_id``; each interim replaces the
+    previous one, the final replaces them all. Interim results never start a turn.
+    """
 
     type: Literal["transcript"] = "transcript"
     turn_id: str | None = None
@@ -53,6 +57,35 @@ class TranscriptMsg(_Wire):
     text: str
     final: bool = True
     source: Literal["speech", "text"] = "speech"
+    segment_id: str | None = None
+
+
+class TurnStartMsg(_Wire):
+    """The agent started a turn (answering ``participant_identities``; empty for a greeting)."""
+
+    type: Literal["turn_start"] = "turn_start"
+    turn_id: str
+    participant_identities: list[str] = Field(default_factory=list)
+    source: Literal["speech", "text", "greeting"] = "speech"
+
+
+TurnOutcomeName = Literal["completed", "cancelled", "error"]
+
+
+class TurnEndMsg(_Wire):
+    """The one terminal event of every turn that ``turn_start`` announced.
+
+    ``outcome``: ``completed`` (the answer was heard to the end), ``cancelled`` (barge-in, stop request,
+    the speaker left, the worker stopped; ``heard_text`` is what the listeners heard) or ``error`` (an
+    ``error`` message with the same ``turn_id`` came first). ``usage`` counts what the turn consumed.
+    """
+
+    type: Literal["turn_end"] = "turn_end"
+    turn_id: str
+    outcome: TurnOutcomeName
+    reason: str | None = None
+    heard_text: str | None = None
+    usage: dict[str, float] | None = None
 
 
 class LLMChunkMsg(_Wire):
@@ -87,6 +120,8 @@ class TTSCancelledMsg(_Wire):
     reason: Literal["barge_in", "stop_request", "participant_left", "shutdown"] = "barge_in"
     by: str | None = None
     """Identity of the participant whose speech or request cancelled it."""
+    heard_text: str = ""
+    """The part of the answer the listeners heard (what the history records); the rest was never spoken."""
 
 
 class BargeInMsg(_Wire):
@@ -140,10 +175,28 @@ class ToolResultMsg(_Wire):
 
 
 class ErrorMsg(_Wire):
+    """Something failed. ``message`` is safe to show (never a vendor's raw text); details go to the log.
+
+    ``component`` says where (``stt``, ``llm``, ``tts``, ``tool``, ``worker``, ``protocol``); ``retryable``
+    whether trying again (saying it again) may work.
+    """
+
     type: Literal["error"] = "error"
     code: str
     message: str
     turn_id: str | None = None
+    component: str | None = None
+    retryable: bool | None = None
+
+
+class VisionMsg(_Wire):
+    """The agent looked at a participant's video (a frame went to the LLM or the vision provider)."""
+
+    type: Literal["vision"] = "vision"
+    turn_id: str | None = None
+    participant_identity: str
+    source: Literal["camera", "screen_share"]
+    via: Literal["turn", "tool"] = "turn"
 
 
 ServerEvent = Annotated[
@@ -159,7 +212,10 @@ ServerEvent = Annotated[
     | StageChangeMsg
     | ToolCallMsg
     | ToolResultMsg
-    | ErrorMsg,
+    | ErrorMsg
+    | TurnStartMsg
+    | TurnEndMsg
+    | VisionMsg,
     Field(discriminator="type"),
 ]
 
@@ -265,6 +321,10 @@ __all__ = [
     "ToolCallMsg",
     "ToolResultMsg",
     "TranscriptMsg",
+    "TurnEndMsg",
+    "TurnOutcomeName",
+    "TurnStartMsg",
+    "VisionMsg",
     "parse_client_message",
     "parse_server_event",
     "redact_arguments",

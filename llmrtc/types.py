@@ -263,11 +263,28 @@ class TTSResult(_Model):
 
 
 @dataclass(frozen=True, slots=True)
+class WordTiming:
+    """One word of synthesized (or transcribed) speech and when it is heard.
+
+    For TTS, ``start_s``/``end_s`` count from the first sample of the ``speak_stream`` (or
+    ``speak_text_stream``) call that produced it; the playout uses them to derive the text heard.
+    """
+
+    text: str
+    start_s: float
+    end_s: float
+
+
+@dataclass(frozen=True, slots=True)
 class TTSChunk:
-    """A piece of streamed speech: PCM16 little-endian mono at ``sample_rate``."""
+    """A piece of streamed speech: PCM16 little-endian mono at ``sample_rate``.
+
+    ``words``: the words whose timing the provider reported with this chunk (empty when it reports none).
+    """
 
     pcm: bytes
     sample_rate: int
+    words: tuple[WordTiming, ...] = ()
 
     @property
     def duration_s(self) -> float:
@@ -318,6 +335,7 @@ __all__ = [
     "STTResult",
     "StopReason",
     "TTSChunk",
+    "WordTiming",
     "TTSConfig",
     "TTSResult",
     "ToolCallDelta",

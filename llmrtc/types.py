@@ -223,6 +223,19 @@ class LLMChunk(_Model):
     usage: Usage | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class WordTiming:
+    """One word of synthesized (or transcribed) speech and when it is heard.
+
+    For TTS, ``start_s``/``end_s`` count from the first sample of the ``speak_stream`` (or
+    ``speak_text_stream``) call that produced it; the playout uses them to derive the text heard.
+    """
+
+    text: str
+    start_s: float
+    end_s: float
+
+
 class STTConfig(_Model):
     language: str | None = None
     model: str | None = None
@@ -231,13 +244,20 @@ class STTConfig(_Model):
 
 
 class STTResult(_Model):
-    """A transcription. Partial results of a streaming STT have ``is_final=False``."""
+    """A transcription. Partial results of a streaming STT have ``is_final=False``.
+
+    ``words``: word timings (seconds from the start of the audio given to the call) when the vendor reports
+    them. ``end_of_utterance``: the vendor's endpointing says the speaker finished (e.g. Deepgram's
+    ``speech_final``/``UtteranceEnd``); a result with it set may carry no new text.
+    """
 
     text: str
     is_final: bool = True
     language: str | None = None
     confidence: float | None = None
     duration_s: float | None = None
+    words: list[WordTiming] = Field(default_factory=list)
+    end_of_utterance: bool = False
 
 
 class TTSConfig(_Model):
@@ -260,19 +280,6 @@ class TTSResult(_Model):
         if self.format != "pcm" or not self.sample_rate:
             return 0.0
         return len(self.audio) / 2 / self.sample_rate
-
-
-@dataclass(frozen=True, slots=True)
-class WordTiming:
-    """One word of synthesized (or transcribed) speech and when it is heard.
-
-    For TTS, ``start_s``/``end_s`` count from the first sample of the ``speak_stream`` (or
-    ``speak_text_stream``) call that produced it; the playout uses them to derive the text heard.
-    """
-
-    text: str
-    start_s: float
-    end_s: float
 
 
 @dataclass(frozen=True, slots=True)

@@ -40,6 +40,10 @@ class LLMCapabilities:
 @dataclass(frozen=True, slots=True)
 class STTCapabilities:
     streaming: bool = False
+    interim_results: bool = False
+    """``transcribe_stream`` yields partial results (``is_final=False``) while the speaker talks."""
+    word_timestamps: bool = False
+    """Results carry ``words`` with their timings."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +51,8 @@ class TTSCapabilities:
     streaming: bool = True
     input_streaming: bool = False
     """The provider can take text pieces as they are produced (``speak_text_stream``) on one connection."""
+    word_timestamps: bool = False
+    """Chunks carry ``words`` timed from the first sample of the speak call."""
 
 
 class LLMProvider(ABC):
@@ -97,9 +103,11 @@ class STTProvider(ABC):
     async def transcribe_stream(
         self, audio: AsyncIterable[bytes], config: STTConfig | None = None
     ) -> AsyncIterator[STTResult]:
-        """Partial and final results while PCM16 16 kHz audio arrives.
+        """Partial and final results while PCM16 mono 16 kHz audio arrives.
 
-        The default buffers the stream, wraps it in WAV and yields one final result.
+        Streaming providers yield interim results (``is_final=False``) and finals (``is_final=True``; with
+        ``end_of_utterance`` once the vendor's endpointing says the speaker finished). The default buffers
+        the stream, wraps it in WAV and yields one final result.
         """
         from llmrtc.audio.wav import pcm16_to_wav
 

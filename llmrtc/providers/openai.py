@@ -524,7 +524,9 @@ class OpenAITTSProvider(_OpenAIClient, TTSProvider):
                     except _sdk_errors() as exc:
                         raise map_openai_error(self.name, exc, self.timeout_s) from exc
 
-                async for chunk in pcm_chunks(body(), self.response_format, self.sample_rate):
+                async for chunk in pcm_chunks(
+                    body(), self.response_format, self.sample_rate, pcm_rate=OPENAI_PCM_RATE
+                ):
                     yield chunk
         except _sdk_errors() as exc:
             raise map_openai_error(self.name, exc, self.timeout_s) from exc

@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Protocol, TypeVar
 
+import numpy as np
 import pytest
 
 from llmrtc.providers.base import LLMProvider
@@ -49,6 +50,13 @@ async def closed_base_url(server: _Server) -> str:
     async with serving(server):
         url = server.base_url
     return url
+
+
+def dominant_hz(pcm: bytes, rate: int) -> float:
+    """The strongest frequency in PCM16 mono ``pcm`` at ``rate`` (Hann-windowed FFT peak)."""
+    x = np.frombuffer(pcm, dtype="<i2").astype(np.float64)
+    spectrum = np.abs(np.fft.rfft(x * np.hanning(len(x))))
+    return float(np.argmax(spectrum) * rate / len(x))
 
 
 async def collect(provider: LLMProvider, request: LLMRequest) -> list[LLMChunk]:

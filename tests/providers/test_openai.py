@@ -31,7 +31,7 @@ from llmrtc.types import (
 from tests.providers.conftest import Closer
 from tests.providers.fakes._audio import encode_pcm16, sine_pcm16
 from tests.providers.fakes.openai import ChatTurn, Failure, FakeOpenAI, Speech, ToolCall, Transcript
-from tests.providers.helpers import WEATHER, closed_base_url, collect, stream_until_error
+from tests.providers.helpers import WEATHER, closed_base_url, collect, dominant_hz, stream_until_error
 
 PNG_1PX = base64.b64encode(b"\x89PNG\r\n\x1a\n" + b"\x00" * 16).decode()
 
@@ -432,6 +432,21 @@ async def test_tts_cut_midway_and_errors(
     bad = closing(OpenAITTSProvider(api_key="wrong", base_url=fake_openai.base_url, retry=fast_retry))
     with pytest.raises(AuthenticationError):
         await bad.speak("x")
+
+
+@pytest.mark.parametrize("rate", [16000, 48000])
+async def test_tts_pcm_resampled_to_the_asked_rate_keeps_pitch(
+    fake_openai: FakeOpenAI, fast_retry: RetryPolicy, closing: Closer, rate: int
+) -> None:
+    """OpenAI's pcm is always 24 kHz: asked for another rate, the tone must keep its pitch and duration."""
+    fake_openai.push_speech(Speech(tone_pcm(24000, 0.5), chunk_size=999))
+    tts = closing(OpenAITTSProvider(api_key="sk-test", base_url=fake_openai.base_url, sample_rate=rate))
+    chunks = [c async for c in tts.speak_stream("Hello")]
+    pcm = b"".join(c.pcm for c in chunks)
+    assert all(c.sample_rate == rate for c in chunks)
+    assert abs(len(pcm) / 2 / rate - 0.5) < 0.01, "0.5 s of audio stays 0.5 s"
+    assert dominant_hz(pcm, rate) == pytest.approx(440, abs=4)
+    assert fake_openai.requests[0].body["response_format"] == "pcm"
 
 
 def test_tts_rejects_bad_options() -> None:

@@ -99,6 +99,64 @@ def error_from_status(
     return err
 
 
+#: In-band error ``type``/``code`` words (OpenAI, OpenRouter, Anthropic, Gemini statuses) and the HTTP
+#: status each stands for. First match wins, so the specific words come before the general ones.
+_ERROR_WORD_STATUS: tuple[tuple[str, int], ...] = (
+    ("insufficient_quota", 402),
+    ("billing", 402),
+    ("context_length", 400),
+    ("rate_limit", 429),
+    ("resource_exhausted", 429),
+    ("too_many", 429),
+    ("overloaded", 529),
+    ("unavailable", 503),
+    ("timeout", 504),
+    ("deadline", 504),
+    ("server_error", 500),
+    ("api_error", 500),
+    ("internal", 500),
+    ("authentication", 401),
+    ("invalid_api_key", 401),
+    ("unauthenticated", 401),
+    ("permission", 403),
+    ("not_found", 404),
+    ("invalid", 400),
+    ("request_too_large", 413),
+)
+
+
+def status_for_error_payload(error: object) -> int:
+    """The HTTP status an in-band error object (``{"message", "type", "code", "status"}``) stands for.
+
+    A numeric ``code``/``status`` (OpenRouter sends the upstream status) wins; then the words of ``type``,
+    ``code`` and ``status``; an error that says nothing about itself counts as a server error (500).
+    """
+    if isinstance(error, dict):
+        for key in ("code", "status", "status_code"):
+            value = error.get(key)
+            if isinstance(value, int) and not isinstance(value, bool) and 400 <= value <= 599:
+                return value
+            if isinstance(value, str) and value.isdigit() and 400 <= int(value) <= 599:
+                return int(value)
+        words = " ".join(str(error.get(key) or "") for key in ("type", "code", "status")).lower()
+        for word, status in _ERROR_WORD_STATUS:
+            if word in words:
+                return status
+    return 500
+
+
+def error_from_payload(provider: str, error: object, retry_after: str | float | None = None) -> ProviderError:
+    """The typed :class:`ProviderError` for an error object a vendor sent in a successful answer (an
+    ``{"error": {...}}`` event inside a 200 stream, or a 200 JSON body that is an error)."""
+    if isinstance(error, dict):
+        message = str(error.get("message") or error.get("type") or error.get("code") or "error")
+        retry_after = retry_after if retry_after is not None else error.get("retry_after")  # type: ignore[assignment]
+    else:
+        message = str(error or "error")
+    status = status_for_error_payload(error)
+    return error_from_status(provider, status, f"error in the answer: {message}", retry_after)
+
+
 def connection_error(provider: str, exc: BaseException | str) -> ProviderConnectionError:
     """A retryable :class:`ProviderConnectionError` for a failed or dropped connection."""
     detail = exc if isinstance(exc, str) else (str(exc) or type(exc).__name__)
@@ -134,9 +192,11 @@ def mapped_errors(map_error: Callable[[BaseException], ProviderError]) -> Iterat
 
 __all__ = [
     "connection_error",
+    "error_from_payload",
     "error_from_status",
     "mapped_errors",
     "parse_retry_after",
+    "status_for_error_payload",
     "timeout_error",
     "truncated_stream",
 ]

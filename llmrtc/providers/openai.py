@@ -15,7 +15,12 @@ from typing import TYPE_CHECKING, Any
 
 from llmrtc.errors import CodecError, ConfigError, ProviderError, ProviderResponseError
 from llmrtc.providers._audio import pcm_chunks
-from llmrtc.providers._errors import connection_error, error_from_status, timeout_error
+from llmrtc.providers._errors import (
+    connection_error,
+    error_from_payload,
+    error_from_status,
+    timeout_error,
+)
 from llmrtc.providers._messages import function_tools
 from llmrtc.providers.base import (
     LLMCapabilities,
@@ -113,6 +118,10 @@ def map_openai_error(provider: str, exc: BaseException, timeout_s: float | None 
     if isinstance(exc, (openai.APIConnectionError, httpx2.TransportError, httpx2.StreamError)):
         cause = exc.__cause__ or exc
         return connection_error(provider, cause)
+    if isinstance(exc, openai.APIError) and not isinstance(exc, openai.APIResponseValidationError):
+        # an ``{"error": {...}}`` event inside a 200 stream: typed by its type/code like an HTTP error
+        body = exc.body if isinstance(exc.body, dict) else {"message": exc.message}
+        return error_from_payload(provider, body)
     if isinstance(exc, (openai.APIResponseValidationError, ValueError)):
         return ProviderResponseError(f"unexpected response: {exc}", provider=provider)
     log.warning("unexpected openai SDK error", extra={"provider": provider, "error": type(exc).__name__})

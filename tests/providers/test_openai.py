@@ -14,6 +14,7 @@ from llmrtc.errors import (
     ConfigError,
     InvalidRequestError,
     ProviderConnectionError,
+    ProviderError,
     ProviderServerError,
     RateLimitError,
 )
@@ -274,6 +275,43 @@ async def test_stream_cut_midway_surfaces_connection_error(
     assert got and "".join(got) in "one two three four"
     assert info.value.retryable
     assert len(fake_openai.requests) == 1, "a stream that already yielded is never replayed"
+
+
+@pytest.mark.parametrize(
+    ("error", "expected", "retryable"),
+    [
+        ({"message": "Rate limit reached", "type": "requests", "code": "rate_limit_exceeded"}, RateLimitError, True),
+        ({"message": "The server had an error", "type": "server_error", "code": None}, ProviderServerError, True),
+        ({"message": "Overloaded", "type": "overloaded_error", "code": None}, ProviderServerError, True),
+        ({"message": "bad 'tools'", "type": "invalid_request_error", "code": None}, InvalidRequestError, False),
+        ({"message": "maximum context length", "type": "invalid_request_error", "code": "context_length_exceeded"}, InvalidRequestError, False),
+    ],
+)
+async def test_in_stream_error_event_is_typed(
+    fake_openai: FakeOpenAI,
+    fast_retry: RetryPolicy,
+    closing: Closer,
+    error: dict[str, object],
+    expected: type[Exception],
+    retryable: bool,
+) -> None:
+    """A 200 stream that carries ``{"error": {...}}`` after some text: a typed error, never replayed."""
+    fake_openai.push_chat(ChatTurn(text="one two three", stream_error={"error": error}, error_after=2))
+    provider = llm(fake_openai, fast_retry, closing)
+    got, info = await stream_until_error(provider, LLMRequest(messages=[Message.user("hi")]), ProviderError)
+    assert type(info.value) is expected and info.value.retryable is retryable
+    assert str(error["message"]) in str(info.value) and got
+    assert len(fake_openai.requests) == 1
+
+
+async def test_in_stream_error_before_any_text_is_retried(
+    fake_openai: FakeOpenAI, fast_retry: RetryPolicy, closing: Closer
+) -> None:
+    busy = {"error": {"message": "Overloaded", "type": "server_error", "code": None}}
+    fake_openai.push_chat(ChatTurn(text="lost", stream_error=busy, error_after=0), ChatTurn(text="second try"))
+    chunks = await collect(llm(fake_openai, fast_retry, closing), LLMRequest(messages=[Message.user("hi")]))
+    assert "".join(c.content for c in chunks) == "second try"
+    assert len(fake_openai.requests) == 2
 
 
 async def test_stream_cut_before_first_chunk_is_retried(

@@ -7,7 +7,14 @@ import os
 
 import pytest
 
-from llmrtc.errors import AuthenticationError, ConfigError, ProviderServerError, RateLimitError
+from llmrtc.errors import (
+    AuthenticationError,
+    ConfigError,
+    InvalidRequestError,
+    ProviderError,
+    ProviderServerError,
+    RateLimitError,
+)
 from llmrtc.providers.openrouter import OPENROUTER_BASE_URL, OpenRouterLLMProvider
 from llmrtc.providers.registry import create_llm_from_env
 from llmrtc.providers.resilience import RetryPolicy
@@ -86,6 +93,36 @@ async def test_errors(fake_openai: FakeOpenAI, fast_retry: RetryPolicy, closing:
     with pytest.raises(ProviderServerError):
         await provider.complete(LLMRequest(messages=[Message.user("x")]))
     assert len(fake_openai.requests) == 1 + 3 + 3
+
+
+@pytest.mark.parametrize(
+    ("code", "expected", "retryable"),
+    [(429, RateLimitError, True), (502, ProviderServerError, True), (400, InvalidRequestError, False)],
+)
+async def test_in_stream_error_with_status_code(
+    fake_openai: FakeOpenAI,
+    fast_retry: RetryPolicy,
+    closing: Closer,
+    code: int,
+    expected: type[Exception],
+    retryable: bool,
+) -> None:
+    """OpenRouter's mid-stream error: a chunk with ``error: {code, message}`` and finish_reason "error"."""
+    chunk = {
+        "id": "gen-1",
+        "object": "chat.completion.chunk",
+        "created": 0,
+        "model": "anthropic/claude-sonnet-4.5",
+        "error": {"code": code, "message": "Provider returned error"},
+        "choices": [{"index": 0, "delta": {"content": ""}, "finish_reason": "error"}],
+    }
+    fake_openai.push_chat(ChatTurn(text="partial answer", stream_error=chunk, error_after=2))
+    provider = router(fake_openai, fast_retry, closing)
+    with pytest.raises(ProviderError) as info:
+        async for _ in provider.stream(LLMRequest(messages=[Message.user("x")])):
+            pass
+    assert type(info.value) is expected and info.value.retryable is retryable
+    assert info.value.status_code == code and info.value.provider == "openrouter"
 
 
 def test_defaults_and_env(closing: Closer) -> None:

@@ -63,6 +63,10 @@ class ChatTurn:
     text_pieces: int = 3
     stall_s: float = 0.0
     """Wait this long before answering (to trigger client timeouts)."""
+    stream_error: dict[str, Any] | None = None
+    """Inside the 200 stream, after ``error_after`` events, send this ``{"error": {...}}`` data event (as
+    OpenAI and OpenRouter do) and end the stream."""
+    error_after: int = 1
 
 
 @dataclass
@@ -143,9 +147,12 @@ class FakeOpenAI(FakeServer):
         if not body.get("stream"):
             return web.json_response(_completion(reply, model))
         include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+        events = [sse(event) for event in _chunks(reply, model, include_usage)]
+        if reply.stream_error is not None:
+            events = events[: reply.error_after] + [sse(reply.stream_error)]
         return await stream(
             request,
-            (sse(event) for event in _chunks(reply, model, include_usage)),
+            events,
             content_type="text/event-stream",
             headers={"Cache-Control": "no-cache"},
             cut_after=reply.cut_after,

@@ -26,12 +26,19 @@ SAMPLES: list[BaseModel] = [
         turn_id="turn_1", participant_identity="ada", participant_name="Ada", text="Hello there."
     ),
     p.TranscriptMsg(participant_identity="bo", participant_name="Bo", text="hi", final=False, source="text"),
+    p.TranscriptMsg(
+        participant_identity="ada", participant_name="Ada", text="Hel", final=False, segment_id="seg_1"
+    ),
+    p.TurnStartMsg(turn_id="turn_1", participant_identities=["ada", "bo"], source="text"),
+    p.TurnStartMsg(turn_id="turn_0", source="greeting"),
+    p.TurnEndMsg(turn_id="turn_1", outcome="completed", usage={"llm_prompt_tokens": 12, "tts_chars": 40.5}),
+    p.TurnEndMsg(turn_id="turn_2", outcome="cancelled", reason="barge_in", heard_text="Hello! It is"),
     p.LLMChunkMsg(turn_id="turn_1", content="Hel"),
     p.LLMMsg(turn_id="turn_1", text="Hello! Nice to meet you."),
     p.TTSStartMsg(turn_id="turn_1"),
     p.TTSCompleteMsg(turn_id="turn_1"),
     p.TTSCancelledMsg(turn_id="turn_1", by="ada"),
-    p.TTSCancelledMsg(turn_id="turn_2", reason="stop_request"),
+    p.TTSCancelledMsg(turn_id="turn_2", reason="stop_request", heard_text="Here is sentence 1."),
     p.BargeInMsg(turn_id="turn_1", participant_identity="ada"),
     p.SpeechStartMsg(participant_identity="ada"),
     p.SpeechEndMsg(participant_identity="ada", duration_ms=1234),
@@ -39,6 +46,11 @@ SAMPLES: list[BaseModel] = [
     p.ToolCallMsg(turn_id="t", call_id="c1", name="get_weather", arguments={"city": "Paris", "days": [1, 2]}),
     p.ToolResultMsg(turn_id="t", call_id="c1", name="get_weather", success=False, error="timeout"),
     p.ErrorMsg(code="llm_failed", message="The language model did not answer.", turn_id="t"),
+    p.ErrorMsg(
+        code="stt_failed", message="Speech recognition is unavailable.", component="stt", retryable=True
+    ),
+    p.VisionMsg(participant_identity="ada", source="screen_share", via="tool", turn_id="t"),
+    p.VisionMsg(participant_identity="bo", source="camera"),
 ]
 
 INVALID: dict[str, str] = {
@@ -52,6 +64,14 @@ INVALID: dict[str, str] = {
     '{"v": 1, "type": "tool_call", "turn_id": "t", "call_id": "c", "name": "n", "arguments": [1]}': (
         "invalid_message"
     ),
+    '{"v": 1, "type": "turn_end", "turn_id": "t", "outcome": "exploded"}': "invalid_message",
+    '{"v": 1, "type": "turn_end", "turn_id": "t"}': "invalid_message",
+    '{"v": 1, "type": "turn_start", "turn_id": "t", "participant_identities": [1]}': "invalid_message",
+    '{"v": 1, "type": "turn_end", "turn_id": "t", "outcome": "completed", "usage": {"x": "abc"}}': (
+        "invalid_message"
+    ),
+    '{"v": 1, "type": "vision", "participant_identity": "a", "source": "microwave"}': "invalid_message",
+    '{"v": 1, "type": "error", "code": "c", "message": "m", "retryable": "maybe"}': "invalid_message",
 }
 
 
@@ -105,6 +125,9 @@ def test_invalid_payloads_are_refused_with_the_same_codes(harness: Path) -> None
     codes = [r.get("code") for r in out["parsed"]]
     assert codes == list(INVALID.values())
     assert not any(r["ok"] for r in out["parsed"])
+    for payload in INVALID:  # the worker's own parser refuses each of them too
+        with pytest.raises(ValueError):
+            p.parse_server_event(payload)
 
 
 def test_client_messages_pass_the_worker_parser(harness: Path) -> None:

@@ -15,6 +15,8 @@ export const ATTR_AGENT_STATE = 'lk.agent.state';
 export const ATTR_SEGMENT_ID = 'lk.segment_id';
 export const ATTR_TRACK_ID = 'lk.transcribed_track_id';
 export const ATTR_FINAL = 'lk.transcription_final';
+/** LiveKit's own text-stream topic for chat (what LiveKit's agents and playground send and read). */
+export const TOPIC_CHAT = 'lk.chat';
 /** The longest typed text input the worker accepts. */
 export const MAX_TEXT_CHARS = 4000;
 
@@ -35,6 +37,28 @@ export interface TranscriptMsg extends Wire {
   text: string;
   final: boolean;
   source: 'speech' | 'text';
+  /** Interim results and the final one of one utterance share it. */
+  segment_id?: string;
+}
+
+export type TurnSource = 'speech' | 'text' | 'greeting';
+export type TurnOutcome = 'completed' | 'cancelled' | 'error';
+
+export interface TurnStartMsg extends Wire {
+  type: 'turn_start';
+  turn_id: string;
+  participant_identities: string[];
+  source: TurnSource;
+}
+
+/** The one terminal event of every turn. */
+export interface TurnEndMsg extends Wire {
+  type: 'turn_end';
+  turn_id: string;
+  outcome: TurnOutcome;
+  reason?: string;
+  heard_text?: string;
+  usage?: Record<string, number>;
 }
 
 export interface LLMChunkMsg extends Wire {
@@ -64,6 +88,8 @@ export interface TTSCancelledMsg extends Wire {
   turn_id: string;
   reason: CancelReason;
   by?: string;
+  /** What the listeners heard of the answer; the rest was never spoken. */
+  heard_text: string;
 }
 
 export interface BargeInMsg extends Wire {
@@ -113,8 +139,20 @@ export interface ToolResultMsg extends Wire {
 export interface ErrorMsg extends Wire {
   type: 'error';
   code: string;
+  /** Safe to show as it is. */
   message: string;
   turn_id?: string;
+  /** stt, llm, tts, tool, worker or protocol. */
+  component?: string;
+  retryable?: boolean;
+}
+
+export interface VisionMsg extends Wire {
+  type: 'vision';
+  turn_id?: string;
+  participant_identity: string;
+  source: 'camera' | 'screen_share';
+  via: 'turn' | 'tool';
 }
 
 export type ServerEvent =
@@ -130,7 +168,10 @@ export type ServerEvent =
   | StageChangeMsg
   | ToolCallMsg
   | ToolResultMsg
-  | ErrorMsg;
+  | ErrorMsg
+  | TurnStartMsg
+  | TurnEndMsg
+  | VisionMsg;
 
 export type ServerEventType = ServerEvent['type'];
 
@@ -156,11 +197,13 @@ export class ProtocolError extends Error {
   }
 }
 
-type FieldKind = 'string' | 'boolean' | 'number' | 'object';
+type FieldKind = 'string' | 'boolean' | 'number' | 'object' | 'array';
 interface FieldSpec {
   kind: FieldKind;
   optional?: boolean;
   oneOf?: readonly string[];
+  /** The JSON type of every element (arrays) or value (objects). */
+  items?: 'string' | 'number';
 }
 
 const S: FieldSpec = { kind: 'string' };
@@ -178,8 +221,26 @@ const SCHEMA: Record<ServerEventType, { fields: Record<string, FieldSpec>; defau
       text: S,
       final: { ...B, optional: true },
       source: { kind: 'string', optional: true, oneOf: ['speech', 'text'] },
+      segment_id: OS,
     },
     defaults: { final: true, source: 'speech' },
+  },
+  turn_start: {
+    fields: {
+      turn_id: S,
+      participant_identities: { kind: 'array', optional: true, items: 'string' },
+      source: { kind: 'string', optional: true, oneOf: ['speech', 'text', 'greeting'] },
+    },
+    defaults: { participant_identities: [], source: 'speech' },
+  },
+  turn_end: {
+    fields: {
+      turn_id: S,
+      outcome: { kind: 'string', oneOf: ['completed', 'cancelled', 'error'] },
+      reason: OS,
+      heard_text: OS,
+      usage: { kind: 'object', optional: true, items: 'number' },
+    },
   },
   llm_chunk: { fields: { turn_id: S, content: S } },
   llm: { fields: { turn_id: S, text: S } },
@@ -194,8 +255,9 @@ const SCHEMA: Record<ServerEventType, { fields: Record<string, FieldSpec>; defau
         oneOf: ['barge_in', 'stop_request', 'participant_left', 'shutdown'],
       },
       by: OS,
+      heard_text: { ...S, optional: true },
     },
-    defaults: { reason: 'barge_in' },
+    defaults: { reason: 'barge_in', heard_text: '' },
   },
   barge_in: { fields: { turn_id: S, participant_identity: S } },
   speech_start: { fields: { participant_identity: S } },
@@ -216,7 +278,16 @@ const SCHEMA: Record<ServerEventType, { fields: Record<string, FieldSpec>; defau
     },
     defaults: { duration_ms: 0 },
   },
-  error: { fields: { code: S, message: S, turn_id: OS } },
+  error: { fields: { code: S, message: S, turn_id: OS, component: OS, retryable: { ...B, optional: true } } },
+  vision: {
+    fields: {
+      turn_id: OS,
+      participant_identity: S,
+      source: { kind: 'string', oneOf: ['camera', 'screen_share'] },
+      via: { kind: 'string', optional: true, oneOf: ['turn', 'tool'] },
+    },
+    defaults: { via: 'turn' },
+  },
 };
 
 function kindOf(value: unknown): string {
@@ -248,7 +319,7 @@ export function parseServerEvent(payload: Uint8Array | string): ServerEvent {
     throw new ProtocolError('invalid_message', `unknown message type ${JSON.stringify(type)}`);
   }
   const spec = SCHEMA[type as ServerEventType];
-  const out: Record<string, unknown> = { v: PROTOCOL_VERSION, type, ...(spec.defaults ?? {}) };
+  const out: Record<string, unknown> = { v: PROTOCOL_VERSION, type, ...structuredClone(spec.defaults ?? {}) };
   for (const [name, field] of Object.entries(spec.fields)) {
     const value = obj[name];
     if (value === undefined || value === null) {
@@ -260,6 +331,13 @@ export function parseServerEvent(payload: Uint8Array | string): ServerEvent {
     }
     if (field.oneOf && !field.oneOf.includes(value as string)) {
       throw new ProtocolError('invalid_message', `${type}.${name}: ${JSON.stringify(value)} is not allowed`);
+    }
+    if (field.items) {
+      const items = Array.isArray(value) ? value : Object.values(value as Record<string, unknown>);
+      const bad = items.find((item) => kindOf(item) !== field.items);
+      if (bad !== undefined) {
+        throw new ProtocolError('invalid_message', `${type}.${name}: expected ${field.items} items, got ${kindOf(bad)}`);
+      }
     }
     out[name] = value;
   }

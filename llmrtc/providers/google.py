@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 from llmrtc.errors import (
+    AuthenticationError,
     ConfigError,
     InvalidRequestError,
     ProviderError,
@@ -304,16 +305,64 @@ def _usage(data: dict[str, Any]) -> Usage | None:
     )
 
 
+_AUTH_REASONS = frozenset(
+    {"API_KEY_INVALID", "API_KEY_EXPIRED", "API_KEY_SERVICE_BLOCKED", "ACCESS_TOKEN_EXPIRED"}
+)
+"""``google.rpc.ErrorInfo.reason`` values that mean the credentials were refused (sent with HTTP 400)."""
+
+
+def _error_details(body: Any) -> list[dict[str, Any]]:
+    """The ``details`` list of a Google error body (``{"error": {...}}`` or the inner object)."""
+    if not isinstance(body, dict):
+        return []
+    inner = body.get("error", body)
+    details = inner.get("details") if isinstance(inner, dict) else None
+    return [d for d in details if isinstance(d, dict)] if isinstance(details, list) else []
+
+
+def _reasons(details: list[dict[str, Any]]) -> set[str]:
+    return {str(d["reason"]) for d in details if d.get("reason")}
+
+
+def _retry_delay(details: list[dict[str, Any]]) -> float | None:
+    """Seconds from ``google.rpc.RetryInfo.retryDelay`` (a protobuf Duration in JSON: ``"25s"``, ``"1.5s"``)."""
+    for detail in details:
+        if str(detail.get("@type", "")).endswith("google.rpc.RetryInfo"):
+            delay = detail.get("retryDelay")
+            if isinstance(delay, str) and delay.endswith("s"):
+                try:
+                    return max(0.0, float(delay[:-1]))
+                except ValueError:
+                    return None
+            if isinstance(delay, dict):  # {"seconds": 2, "nanos": 5e8}
+                return float(delay.get("seconds") or 0) + float(delay.get("nanos") or 0) / 1e9
+    return None
+
+
 def map_error(exc: BaseException) -> ProviderError:
-    """The :mod:`llmrtc.errors` error for an exception raised by google-genai or its transport."""
+    """The :mod:`llmrtc.errors` error for an exception raised by google-genai or its transport.
+
+    The delay of a 429 comes from the body's ``google.rpc.RetryInfo`` (Gemini sends no ``Retry-After``);
+    a 400 whose ``google.rpc.ErrorInfo`` reason is ``API_KEY_INVALID`` is an :class:`AuthenticationError`.
+    """
     if isinstance(exc, ProviderError):
         return exc
     from google.genai import errors
 
     if isinstance(exc, errors.APIError):
         headers = getattr(exc.response, "headers", None) or {}
-        retry_after = headers.get("retry-after") if hasattr(headers, "get") else None
-        return error_from_status(PROVIDER, int(exc.code or 500), exc.message or str(exc), retry_after)
+        retry_after: str | float | None = headers.get("retry-after") if hasattr(headers, "get") else None
+        details = _error_details(exc.details)
+        if retry_after is None:
+            retry_after = _retry_delay(details)
+        status = int(exc.code or 500)
+        message = exc.message or str(exc)
+        if status in (400, 403) and _reasons(details) & _AUTH_REASONS:
+            log.warning("Gemini refused the API key", extra={"provider": PROVIDER, "status": status})
+            return AuthenticationError(
+                f"authentication failed: {message}", provider=PROVIDER, status_code=status, retryable=False
+            )
+        return error_from_status(PROVIDER, status, message, retry_after)
     if isinstance(exc, TimeoutError | asyncio.TimeoutError):
         return timeout_error(PROVIDER)
     try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import os
 from collections.abc import AsyncIterator
@@ -24,7 +25,16 @@ from llmrtc.types import (
     ToolChoiceName,
     VisionAttachment,
 )
-from tests.providers.fakes.google import Blocked, Failure, FakeGemini, FunctionCall, Turn
+from tests.providers.fakes.google import (
+    ApiError,
+    Blocked,
+    Failure,
+    FakeGemini,
+    FunctionCall,
+    Turn,
+    error_info,
+    retry_info,
+)
 from tests.providers.helpers import FAST, WEATHER, collect, serving, stream_until_error
 
 
@@ -182,6 +192,36 @@ async def test_rate_limit_retried_then_surfaced(fake: FakeGemini, llm: GeminiLLM
         await collect(llm, LLMRequest(messages=[Message.user("hi")]))
     assert info.value.retry_after == pytest.approx(0.02)
     assert len(fake.requests) == 5
+
+
+async def test_rate_limit_delay_comes_from_the_body_retry_info(
+    fake: FakeGemini, llm: GeminiLLMProvider
+) -> None:
+    """Gemini sends no Retry-After header: the delay is google.rpc.RetryInfo.retryDelay in the body."""
+    fake.push(*[ApiError(429, "quota exceeded", details=[retry_info("0.05s")])] * 3)
+    with pytest.raises(RateLimitError) as info:
+        await llm.complete(LLMRequest(messages=[Message.user("hi")]))
+    assert info.value.retry_after == pytest.approx(0.05)
+    fake.push(ApiError(429, "quota", details=[retry_info("0.15s")]), Turn(text="after the wait"))
+    started = asyncio.get_running_loop().time()
+    chunks = await collect(llm, LLMRequest(messages=[Message.user("hi")]))
+    assert "".join(c.content for c in chunks) == "after the wait"
+    assert asyncio.get_running_loop().time() - started >= 0.14, "the body's retryDelay was honoured"
+
+
+async def test_invalid_key_400_is_an_auth_error(fake: FakeGemini, llm: GeminiLLMProvider) -> None:
+    fake.push(
+        ApiError(
+            400, "API key not valid. Please pass a valid API key.", details=[error_info("API_KEY_INVALID")]
+        )
+    )
+    with pytest.raises(AuthenticationError) as info:
+        await llm.complete(LLMRequest(messages=[Message.user("hi")]))
+    assert not info.value.retryable and "API key not valid" in str(info.value)
+    assert len(fake.requests) == 1
+    fake.push(ApiError(400, "bad field", details=[error_info("SOMETHING_ELSE")]))
+    with pytest.raises(InvalidRequestError):
+        await llm.complete(LLMRequest(messages=[Message.user("hi")]))
 
 
 async def test_server_error_retried_then_surfaced(fake: FakeGemini, llm: GeminiLLMProvider) -> None:

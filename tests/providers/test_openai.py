@@ -280,11 +280,31 @@ async def test_stream_cut_midway_surfaces_connection_error(
 @pytest.mark.parametrize(
     ("error", "expected", "retryable"),
     [
-        ({"message": "Rate limit reached", "type": "requests", "code": "rate_limit_exceeded"}, RateLimitError, True),
-        ({"message": "The server had an error", "type": "server_error", "code": None}, ProviderServerError, True),
+        (
+            {"message": "Rate limit reached", "type": "requests", "code": "rate_limit_exceeded"},
+            RateLimitError,
+            True,
+        ),
+        (
+            {"message": "The server had an error", "type": "server_error", "code": None},
+            ProviderServerError,
+            True,
+        ),
         ({"message": "Overloaded", "type": "overloaded_error", "code": None}, ProviderServerError, True),
-        ({"message": "bad 'tools'", "type": "invalid_request_error", "code": None}, InvalidRequestError, False),
-        ({"message": "maximum context length", "type": "invalid_request_error", "code": "context_length_exceeded"}, InvalidRequestError, False),
+        (
+            {"message": "bad 'tools'", "type": "invalid_request_error", "code": None},
+            InvalidRequestError,
+            False,
+        ),
+        (
+            {
+                "message": "maximum context length",
+                "type": "invalid_request_error",
+                "code": "context_length_exceeded",
+            },
+            InvalidRequestError,
+            False,
+        ),
     ],
 )
 async def test_in_stream_error_event_is_typed(
@@ -308,7 +328,9 @@ async def test_in_stream_error_before_any_text_is_retried(
     fake_openai: FakeOpenAI, fast_retry: RetryPolicy, closing: Closer
 ) -> None:
     busy = {"error": {"message": "Overloaded", "type": "server_error", "code": None}}
-    fake_openai.push_chat(ChatTurn(text="lost", stream_error=busy, error_after=0), ChatTurn(text="second try"))
+    fake_openai.push_chat(
+        ChatTurn(text="lost", stream_error=busy, error_after=0), ChatTurn(text="second try")
+    )
     chunks = await collect(llm(fake_openai, fast_retry, closing), LLMRequest(messages=[Message.user("hi")]))
     assert "".join(c.content for c in chunks) == "second try"
     assert len(fake_openai.requests) == 2

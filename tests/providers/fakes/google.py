@@ -34,6 +34,28 @@ _STATUS_NAMES = {
 
 
 @dataclass
+class ApiError(Failure):
+    """A Google error with ``details`` (``google.rpc.RetryInfo``, ``google.rpc.ErrorInfo``, ...)."""
+
+    details: list[dict[str, Any]] = field(default_factory=list)
+
+
+def retry_info(delay: str) -> dict[str, Any]:
+    """The ``google.rpc.RetryInfo`` detail Gemini puts in a 429 body (``delay`` like ``"0.05s"``)."""
+    return {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": delay}
+
+
+def error_info(reason: str) -> dict[str, Any]:
+    """The ``google.rpc.ErrorInfo`` detail, e.g. ``API_KEY_INVALID`` on a 400."""
+    return {
+        "@type": "type.googleapis.com/google.rpc.ErrorInfo",
+        "reason": reason,
+        "domain": "googleapis.com",
+        "metadata": {"service": "generativelanguage.googleapis.com"},
+    }
+
+
+@dataclass
 class FunctionCall:
     name: str
     args: dict[str, Any]
@@ -80,6 +102,8 @@ class FakeGemini(ScriptedServer[Turn | Failure | Blocked]):
                 "message": reply.message,
                 "status": _STATUS_NAMES.get(reply.status, "UNKNOWN"),
             }
+            if isinstance(reply, ApiError) and reply.details:
+                error["details"] = reply.details
             return web.json_response({"error": error}, status=reply.status, headers=headers)
         if isinstance(reply, Blocked):
             blocked = {

@@ -328,14 +328,39 @@ class AgentDispatcher:
             worker.jobs.pop(job.id, None)
 
     def _on_migrate(self, worker: Worker, req: agent_pb.MigrateJobRequest) -> None:
-        """A reconnected worker reports jobs it still runs: they are its own again."""
+        """A reconnected worker reports the jobs it still runs: it may take back only its own.
+
+        A job is this worker's own when it is already assigned to it, or when the connection it was assigned
+        to is gone (a worker that reconnects gets a new id) and the job is for the agent this worker serves.
+        A job held by another live worker connection stays there: holding the agent grant is not enough to
+        take over someone else's job (livekit-server leaves migration unimplemented altogether).
+        """
         for job_id in req.job_ids:
             job = self._find_job(job_id)
             if job is None or job.ended:
+                logger.info("worker %s migrates job %s, which is not running; ignored", worker.id, job_id)
+                continue
+            holder = self.workers.get(job.worker_id)
+            if job.worker_id == worker.id:
+                continue
+            if holder is not None and holder.connected:
+                logger.warning(
+                    "worker %s tried to take over job %s of worker %s; refused", worker.id, job.id, holder.id
+                )
+                continue
+            if job.proto.agent_name != worker.agent_name:
+                logger.warning(
+                    "worker %s (agent %r) tried to take over job %s of agent %r; refused",
+                    worker.id,
+                    worker.agent_name,
+                    job.id,
+                    job.proto.agent_name,
+                )
                 continue
             job.worker_id = worker.id
             job.proto.state.worker_id = worker.id
             worker.jobs[job.id] = job
+            logger.info("job migrated job=%s room=%s worker=%s", job.id, job.dispatch.room, worker.id)
 
     # dispatch ----------------------------------------------------------------------------------------------
     def _wake(self) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import jwt
@@ -97,6 +98,23 @@ class Authenticator:
         return JoinGrant(
             claims=claims, room=video.room, identity=claims.identity, permission=permission, is_agent=is_agent
         )
+
+
+def join_overrides(
+    grant: JoinGrant, metadata: str, attributes: Mapping[str, str]
+) -> tuple[str, dict[str, str]]:
+    """The metadata and attributes a participant joins with, after its own join-time overrides.
+
+    As livekit-server: a join request that sets metadata or attributes needs ``canUpdateOwnMetadata``
+    (refused with 401 otherwise); its metadata replaces the token's, its attributes are added to the
+    token's, and an empty attribute value deletes nothing.
+    """
+    claims = grant.claims
+    merged = dict(claims.attributes or {})
+    if (metadata or attributes) and not grant.permission.can_update_metadata:
+        raise TokenError("permissions denied: setting metadata or attributes needs canUpdateOwnMetadata")
+    merged.update({key: value for key, value in attributes.items() if value != ""})
+    return (metadata or claims.metadata or ""), merged
 
 
 def may_publish_source(permission: models.ParticipantPermission, source: models.TrackSource) -> bool:

@@ -45,6 +45,46 @@ def stamp_sender(packet: models.DataPacket, identity: str, sid: str) -> None:
         packet.user.participant_sid = sid
 
 
+def prepare_for_forwarding(
+    packet: models.DataPacket, *, identity: str, sid: str, is_agent: bool, hidden: bool
+) -> str | None:
+    """Apply livekit-server's rules to a packet a participant sent; returns why it is dropped, or None.
+
+    - legacy ``Transcription`` packets are forwarded from agents only (anyone else could put words in
+      another participant's mouth); ``Metrics`` packets are never forwarded to participants;
+    - the sender is stamped from the server's knowledge; a hidden sender's identity is blanked;
+    - an agent may send chat messages and text-stream headers on behalf of another participant (its
+      transcriptions of what they said): those keep the identity the agent set and are marked generated.
+    """
+    which = packet.WhichOneof("value")
+    if which == "transcription" and not is_agent:
+        return "transcription packets are accepted from agents only"
+    if which == "metrics":
+        return "metrics packets are not forwarded"
+    on_behalf = (
+        is_agent
+        and packet.participant_identity not in ("", identity)
+        and (
+            which == "chat_message"
+            or (
+                which == "stream_header"
+                and packet.stream_header.WhichOneof("content_header") == "text_header"
+            )
+        )
+    )
+    if on_behalf:
+        if which == "chat_message":
+            packet.chat_message.generated = True
+        else:
+            packet.stream_header.text_header.generated = True
+        return None
+    if hidden:
+        stamp_sender(packet, "", "")
+    else:
+        stamp_sender(packet, identity, sid)
+    return None
+
+
 def label_for(packet: models.DataPacket) -> str:
     """The channel label a packet travels on."""
     return LOSSY_LABEL if packet.kind == models.DataPacket.Kind.LOSSY else RELIABLE_LABEL

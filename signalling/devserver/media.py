@@ -14,6 +14,7 @@ import contextlib
 import fractions
 import logging
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -89,6 +90,8 @@ class RelayedTrack(MediaStreamTrack):
         self._need_keyframe = kind == "video"
         self._started = False
         self._enabled = True
+        self.on_start: Callable[[], None] | None = None
+        """Called once, when the subscriber's sender starts pulling (its transport is up): subscribed."""
 
     def set_enabled(self, enabled: bool) -> None:
         """Pause or resume forwarding (the subscriber's track settings); video resumes at a key frame."""
@@ -120,6 +123,8 @@ class RelayedTrack(MediaStreamTrack):
             # The sender starts once DTLS is up; what queued before is stale: audio keeps only the newest
             # packets, video waits for a fresh key frame.
             self._started = True
+            if self.on_start is not None:
+                self.on_start()
             keep = 3 if self.kind == "audio" else 0
             while self._queue.qsize() > keep:
                 stale = self._queue.get_nowait()
@@ -253,6 +258,8 @@ class PublishedTrack:
     stereo: bool = False
     relay: TrackRelay | None = None
     closed: bool = False
+    ever_subscribed: bool = False
+    """A (non-hidden) subscriber has received it: the publisher was sent ``track_subscribed``."""
     ready: asyncio.Event = field(default_factory=asyncio.Event)
 
     @property

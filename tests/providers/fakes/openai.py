@@ -149,7 +149,7 @@ class FakeOpenAI(FakeServer):
         include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
         events = [sse(event) for event in _chunks(reply, model, include_usage)]
         if reply.stream_error is not None:
-            events = events[: reply.error_after] + [sse(reply.stream_error)]
+            events = [*events[: reply.error_after], sse(reply.stream_error)]
         return await stream(
             request,
             events,

@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -23,6 +23,7 @@ from llmrtc.errors import (
 from llmrtc.providers._errors import connection_error, error_from_status, timeout_error
 
 log = logging.getLogger("llmrtc.providers.realtime")
+T = TypeVar("T")
 
 STT_RATE = 16000
 """The rate of the PCM16 mono audio ``transcribe_stream`` takes."""
@@ -159,7 +160,7 @@ def wav_to_stt_pcm(wav: bytes) -> bytes:
     return resample_pcm16(pcm, rate, STT_RATE) if rate != STT_RATE else pcm
 
 
-async def one_piece(data: bytes) -> AsyncIterator[bytes]:
+async def one_piece(data: T) -> AsyncIterator[T]:
     """``data`` as a one-item async stream."""
     yield data
 

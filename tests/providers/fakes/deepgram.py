@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import WSMsgType, web
+from multidict import CIMultiDict
 
 from tests.providers.fakes._audio import sine_pcm16
 from tests.providers.fakes._base import (
@@ -83,7 +84,7 @@ class Listen:
     """What one live connection received and sent."""
 
     query: dict[str, str]
-    headers: dict[str, str]
+    headers: CIMultiDict[str]
     audio_bytes: int = 0
     controls: list[str] = field(default_factory=list)
     sent: list[dict[str, Any]] = field(default_factory=list)
@@ -131,7 +132,7 @@ class FakeDeepgram(ScriptedServer[Failure | None]):
             return self._error(status, "REJECTED", f"refused with {status}")
         if not self._authorized(request):
             return self._error(401, "INVALID_AUTH", "Invalid credentials.")
-        session = Listen(dict(request.query), dict(request.headers))
+        session = Listen(dict(request.query), CIMultiDict(request.headers))
         self.sessions.append(session)
         ws = web.WebSocketResponse()
         await ws.prepare(request)

@@ -7,6 +7,7 @@
  */
 
 import {
+  ConnectionQuality,
   ConnectionState,
   DisconnectReason,
   type Participant,
@@ -21,6 +22,7 @@ import {
   Track,
   type TextStreamReader,
 } from 'livekit-client';
+import { ConnectionHealth, type NetworkQuality } from './network';
 
 import { Emitter } from './emitter';
 import {
@@ -43,6 +45,7 @@ import {
   stopSpeaking,
   textInput,
   TOPIC,
+  TOPIC_CHAT,
   TOPIC_TRANSCRIPTION,
   type ToolCallMsg,
   type ToolResultMsg,
@@ -50,7 +53,12 @@ import {
   type TTSCancelledMsg,
   type TTSCompleteMsg,
   type TTSStartMsg,
+  type TurnEndMsg,
+  type TurnStartMsg,
+  type VisionMsg,
 } from './protocol';
+
+export type { NetworkQuality } from './network';
 
 /** The connection states of the reference client. */
 export type ConnectionStateName = 'disconnected' | 'connecting' | 'connected' | 'reconnecting' | 'failed' | 'closed';
@@ -64,12 +72,28 @@ export type ErrorCode =
   | 'agent'
   | 'disconnected';
 
+export interface ErrorDetail {
+  /** The worker's error code (`agent` errors). */
+  agentCode?: string;
+  turnId?: string;
+  /** Where the agent's error came from: stt, llm, tts, tool, worker, protocol. */
+  component?: string;
+  /** Whether trying again (saying it again) may work. */
+  retryable?: boolean;
+  /** The token service's `error.field` (the request field it refused) and HTTP status. */
+  field?: string;
+  status?: number;
+  /** livekit-client's disconnect reason, for logs (never shown as such). */
+  reason?: string;
+  cause?: unknown;
+}
+
 /** Every error the client reports: a stable `code` and a message a person can act on. */
 export class LLMRTCError extends Error {
   constructor(
     readonly code: ErrorCode,
     message: string,
-    readonly detail?: { agentCode?: string; turnId?: string; cause?: unknown },
+    readonly detail?: ErrorDetail,
   ) {
     super(message);
     this.name = 'LLMRTCError';
@@ -130,6 +154,16 @@ export interface ParticipantView {
   agentState?: AgentState;
 }
 
+/** A chat message on LiveKit's `lk.chat` text stream (another app, a plain LiveKit agent, another person). */
+export interface ChatMessage {
+  id: string;
+  identity: string;
+  text: string;
+  fromAgent: boolean;
+}
+
+export type DeviceKind = 'audioinput' | 'videoinput' | 'audiooutput';
+
 /** A LiveKit `lk.transcription` segment; `text` is the whole segment so far. */
 export interface TranscriptionSegment {
   segmentId: string;
@@ -152,8 +186,17 @@ export interface LLMRTCEvents {
   stageChange: (event: StageChangeMsg) => void;
   toolCall: (event: ToolCallMsg) => void;
   toolResult: (event: ToolResultMsg) => void;
-  /** Every valid worker message, before the specific event. */
-  message: (event: ServerEvent) => void;
+  turnStart: (event: TurnStartMsg) => void;
+  /** The one terminal event of every turn: completed, cancelled (with `heard_text`) or error. */
+  turnEnd: (event: TurnEndMsg) => void;
+  /** The agent looked at someone's camera or screen. */
+  vision: (event: VisionMsg) => void;
+  /** Every valid worker message, before the specific event; `sender` is the agent's identity. */
+  message: (event: ServerEvent, sender: string) => void;
+  /** A message on LiveKit's `lk.chat` text stream from another participant. */
+  chat: (message: ChatMessage) => void;
+  /** The local connection's quality: LiveKit's own when the server reports it, else measured here. */
+  networkQuality: (quality: NetworkQuality) => void;
   stateChange: (state: ConnectionStateName) => void;
   agentState: (state: AgentState) => void;
   reconnecting: (attempt: number, maxAttempts: number) => void;
@@ -167,11 +210,12 @@ export interface LLMRTCEvents {
   error: (error: LLMRTCError) => void;
 }
 
+// 12 attempts over about 18 s, never more than 2 s apart: back within ~2 s of the server.
 const DEFAULT_RECONNECTION: Required<ReconnectionOptions> = {
   enabled: true,
-  maxRetries: 8,
+  maxRetries: 12,
   baseDelay: 300,
-  maxDelay: 8000,
+  maxDelay: 2000,
 };
 
 /** Backoff policy that also tells the client which attempt is next. */
@@ -189,6 +233,22 @@ class CountingReconnectPolicy implements ReconnectPolicy {
   }
 }
 
+const DEVICE_NAMES: Record<DeviceKind, string> = {
+  audioinput: 'microphone',
+  videoinput: 'camera',
+  audiooutput: 'speaker',
+};
+
+/** What a person reads when the room connection ends without them leaving (the raw reason goes to detail). */
+const DISCONNECT_TEXT: Record<string, string> = {
+  default: 'Lost the connection to the room and could not get it back.',
+  PARTICIPANT_REMOVED: 'You were removed from the room.',
+  ROOM_DELETED: 'The room was closed.',
+  DUPLICATE_IDENTITY: 'You joined this room from another tab or device, so this one was disconnected.',
+  SERVER_SHUTDOWN: 'The server shut down.',
+  JOIN_FAILURE: 'Could not rejoin the room.',
+};
+
 /** A participant's name; an agent without a name of its own (name empty or equal to its identity) is "Assistant". */
 export function displayName(p: Participant): string {
   if (p.isAgent && (!p.name || p.name === p.identity)) return 'Assistant';
@@ -204,6 +264,9 @@ export class LLMRTCClient extends Emitter<LLMRTCEvents> {
   private readonly workerSpeaking = new Set<string>();
   private activeSpeakers = new Set<string>();
   private readonly audioElements = new Map<string, HTMLMediaElement>();
+  private _agentIdentity: string | undefined;
+  private _lastSender = '';
+  private readonly health: ConnectionHealth;
 
   constructor(options: LLMRTCClientOptions = {}) {
     super();
@@ -218,7 +281,23 @@ export class LLMRTCClient extends Emitter<LLMRTCEvents> {
         this.emit('reconnecting', attempt, max),
       ),
     });
+    this.health = new ConnectionHealth(this.room, (quality) => this.emit('networkQuality', quality));
     this.wireRoom();
+  }
+
+  /** The identity of the agent in the room (undefined while none is there). */
+  get agentIdentity(): string | undefined {
+    return this._agentIdentity;
+  }
+
+  /** The identity of the agent that sent the event being dispatched (key answers by it and `turn_id`). */
+  get lastSender(): string {
+    return this._lastSender;
+  }
+
+  /** The last network quality reported by `networkQuality`. */
+  get networkQuality(): NetworkQuality {
+    return this.health.current;
   }
 
   /** The connection state: disconnected, connecting, connected, reconnecting, failed or closed. */
@@ -254,17 +333,27 @@ export class LLMRTCClient extends Emitter<LLMRTCEvents> {
         body: JSON.stringify(body),
       });
     } catch (err) {
-      throw this.fail('token_failed', 'the token service cannot be reached', err);
+      throw this.fail(
+        'token_failed',
+        `Can't reach the token service at ${endpoint}. Check that it is running (\`make dev\` starts it) and try again.`,
+        err,
+      );
     }
     if (!response.ok) {
-      let message = `the token service answered ${response.status}`;
+      let message =
+        response.status >= 500
+          ? `The token service had a problem (HTTP ${response.status}). Try again in a moment; if it persists, check its log.`
+          : `The token service refused the request (HTTP ${response.status}).`;
+      let field: string | undefined;
       try {
-        const data = (await response.json()) as { error?: { message?: string } };
+        const data = (await response.json()) as { error?: { message?: string; field?: string } };
         if (data.error?.message) message = data.error.message;
+        field = data.error?.field ?? undefined;
       } catch {
         /* a non-JSON error body: keep the status line */
       }
-      throw this.fail('token_failed', message);
+      if (response.status === 429) message = `${message.replace(/[.;]?\s*$/, '')}. Wait a few seconds, then join again.`;
+      throw this.fail('token_failed', message, undefined, { field, status: response.status });
     }
     return (await response.json()) as TokenResponse;
   }
@@ -276,7 +365,9 @@ export class LLMRTCClient extends Emitter<LLMRTCEvents> {
     try {
       token = await this.fetchToken(options);
     } catch (err) {
-      this.setState('failed');
+      // A refused request (a field the service rejected) is not a connection failure.
+      const refused = err instanceof LLMRTCError && err.detail?.field !== undefined;
+      this.setState(refused ? 'disconnected' : 'failed');
       throw err;
     }
     await this.connect(token.url, token.token, { microphone: options.microphone ?? true });
@@ -296,12 +387,14 @@ export class LLMRTCClient extends Emitter<LLMRTCEvents> {
     this.setState('connected');
     for (const participant of this.room.remoteParticipants.values()) this.readAgentState(participant);
     this.emitParticipants();
+    this.health.start();
     if (options.microphone ?? true) await this.setMicrophoneEnabled(true);
   }
 
   /** Leave the room and stop every local track. */
   async leave(): Promise<void> {
     this.leaving = true;
+    this.health.stop();
     await this.room.disconnect(true);
     for (const el of this.audioElements.values()) el.remove();
     this.audioElements.clear();
@@ -345,8 +438,11 @@ export class LLMRTCClient extends Emitter<LLMRTCEvents> {
     return this.media('screen share', () => this.room.localParticipant.setScreenShareEnabled(enabled, { audio: false }));
   }
 
-  /** A typed message to the agent, answered like speech. */
-  async sendText(text: string): Promise<void> {
+  /**
+   * A typed message to the agent, answered like speech. With `chat` (default true) it also goes out on LiveKit's
+   * `lk.chat` text stream, so people in other LiveKit apps see it; the agent reads only the llmrtc topic.
+   */
+  async sendText(text: string, options: { chat?: boolean } = {}): Promise<void> {
     let message: ClientMessage;
     try {
       message = textInput(text);
@@ -354,6 +450,36 @@ export class LLMRTCClient extends Emitter<LLMRTCEvents> {
       throw this.fail('send_failed', (err as Error).message, err);
     }
     await this.send(message);
+    if (options.chat ?? true) {
+      this.room.localParticipant.sendText(message.text, { topic: TOPIC_CHAT }).catch((err: unknown) => {
+        console.warn('llmrtc: the lk.chat copy of a typed message was not sent', err);
+      });
+    }
+  }
+
+  /** The media devices of `kind` (labels once the browser granted access). */
+  async listDevices(kind: DeviceKind): Promise<MediaDeviceInfo[]> {
+    try {
+      return await Room.getLocalDevices(kind, false);
+    } catch (err) {
+      this.fail('media_failed', `Could not list the ${DEVICE_NAMES[kind]}s: ${(err as Error).message}`, err);
+      return [];
+    }
+  }
+
+  /** The device in use for `kind` (its id; undefined: the browser's default). */
+  activeDevice(kind: DeviceKind): string | undefined {
+    return this.room.getActiveDevice(kind);
+  }
+
+  /** Switch the microphone, camera or speaker; false (and an `error` event) when the device fails. */
+  async switchDevice(kind: DeviceKind, deviceId: string): Promise<boolean> {
+    try {
+      return await this.room.switchActiveDevice(kind, deviceId);
+    } catch (err) {
+      this.fail('media_failed', `Could not switch the ${DEVICE_NAMES[kind]}: ${(err as Error).message}`, err);
+      return false;
+    }
   }
 
   /** Ask the agent to stop its current answer. */
@@ -403,7 +529,7 @@ export class LLMRTCClient extends Emitter<LLMRTCEvents> {
     }
   }
 
-  private fail(code: ErrorCode, message: string, cause?: unknown, extra: { agentCode?: string; turnId?: string } = {}): LLMRTCError {
+  private fail(code: ErrorCode, message: string, cause?: unknown, extra: Omit<ErrorDetail, 'cause'> = {}): LLMRTCError {
     const error = new LLMRTCError(code, message, { ...extra, cause });
     console.warn(`llmrtc: ${code}: ${message}`);
     this.emit('error', error);
@@ -421,6 +547,7 @@ export class LLMRTCClient extends Emitter<LLMRTCEvents> {
   }
 
   private readAgentState(participant: Participant): void {
+    if (participant.isAgent) this._agentIdentity = participant.identity;
     const state = participant.attributes[ATTR_AGENT_STATE];
     if (!participant.isAgent || !isAgentState(state) || state === this._agentState) return;
     this._agentState = state;
@@ -444,13 +571,17 @@ export class LLMRTCClient extends Emitter<LLMRTCEvents> {
       .on(RoomEvent.Disconnected, (reason?: DisconnectReason) => {
         this.workerSpeaking.clear();
         this.activeSpeakers.clear();
+        this.health.stop();
+        this.forgetAgent();
+        this.emitParticipants();
         if (this.leaving || reason === DisconnectReason.CLIENT_INITIATED) {
           this.setState('closed');
           return;
         }
         if (this._state === 'connecting' || this._state === 'failed') return; // connect() reports it
         this.setState('failed');
-        this.fail('disconnected', `the connection to the room ended (${DisconnectReason[reason ?? 0] ?? 'unknown'})`);
+        const why = DisconnectReason[reason ?? 0] ?? 'UNKNOWN_REASON';
+        this.fail('disconnected', DISCONNECT_TEXT[why] ?? DISCONNECT_TEXT.default, undefined, { reason: why });
       })
       .on(RoomEvent.ParticipantConnected, (p: RemoteParticipant) => {
         this.readAgentState(p);
@@ -458,7 +589,11 @@ export class LLMRTCClient extends Emitter<LLMRTCEvents> {
       })
       .on(RoomEvent.ParticipantDisconnected, (p: RemoteParticipant) => {
         this.workerSpeaking.delete(p.identity);
+        if (p.identity === this._agentIdentity) this.forgetAgent();
         this.emitParticipants();
+      })
+      .on(RoomEvent.ConnectionQualityChanged, (quality: ConnectionQuality, p: Participant) => {
+        if (p === this.room.localParticipant) this.health.fromServer(quality);
       })
       .on(RoomEvent.ParticipantNameChanged, () => this.emitParticipants())
       .on(RoomEvent.TrackMuted, () => this.emitParticipants())
@@ -492,6 +627,25 @@ export class LLMRTCClient extends Emitter<LLMRTCEvents> {
     room.registerTextStreamHandler(TOPIC_TRANSCRIPTION, (reader, info) => {
       void this.readTranscription(reader, info.identity);
     });
+    room.registerTextStreamHandler(TOPIC_CHAT, (reader, info) => {
+      void this.readChat(reader, info.identity);
+    });
+  }
+
+  private forgetAgent(): void {
+    this._agentIdentity = undefined;
+    this._agentState = undefined;
+  }
+
+  private async readChat(reader: TextStreamReader, identity: string): Promise<void> {
+    try {
+      const text = await reader.readAll();
+      if (!text.trim()) return;
+      const fromAgent = this.room.getParticipantByIdentity(identity)?.isAgent ?? false;
+      this.emit('chat', { id: reader.info.id, identity, text, fromAgent });
+    } catch (err) {
+      console.warn('llmrtc: a chat message broke off', err);
+    }
   }
 
   private onTrackSubscribed(track: RemoteTrack, participant: RemoteParticipant): void {
@@ -508,6 +662,8 @@ export class LLMRTCClient extends Emitter<LLMRTCEvents> {
     if (topic !== TOPIC) return;
     // Only the agent speaks the protocol; another participant's message on the topic is not trusted.
     if (participant && !participant.isAgent) return;
+    this._lastSender = participant?.identity ?? this._agentIdentity ?? '';
+    if (participant) this._agentIdentity = participant.identity;
     let event: ServerEvent;
     try {
       event = parseServerEvent(payload);
@@ -516,7 +672,7 @@ export class LLMRTCClient extends Emitter<LLMRTCEvents> {
       this.fail('protocol', `ignored a malformed message from the agent (${code})`, err);
       return;
     }
-    this.emit('message', event);
+    this.emit('message', event, this._lastSender);
     this.dispatch(event);
   }
 
@@ -550,8 +706,19 @@ export class LLMRTCClient extends Emitter<LLMRTCEvents> {
         return this.emit('toolCall', event);
       case 'tool_result':
         return this.emit('toolResult', event);
+      case 'turn_start':
+        return this.emit('turnStart', event);
+      case 'turn_end':
+        return this.emit('turnEnd', event);
+      case 'vision':
+        return this.emit('vision', event);
       case 'error':
-        this.fail('agent', event.message, undefined, { agentCode: event.code, turnId: event.turn_id });
+        this.fail('agent', event.message, undefined, {
+          agentCode: event.code,
+          turnId: event.turn_id,
+          component: event.component,
+          retryable: event.retryable,
+        });
         return;
     }
   }

@@ -48,3 +48,54 @@ export class LevelMeter {
     this.onLevel(0, this.peak);
   }
 }
+
+/**
+ * Bars of the agent's voice: the energy of `bands` frequency bands of the speech range (about 90 Hz to 4 kHz),
+ * each 0..1, sampled on a timer (timers keep running in background tabs, unlike animation frames).
+ */
+export class VoiceVisualiser {
+  private readonly source: MediaStreamAudioSourceNode;
+  private readonly analyser: AnalyserNode;
+  private readonly bins: Uint8Array<ArrayBuffer>;
+  private timer: number | undefined;
+
+  constructor(
+    track: MediaStreamTrack,
+    private readonly onBands: (bands: number[]) => void,
+    private readonly bands = 5,
+    intervalMs = 60,
+  ) {
+    const ctx = audioContext();
+    this.source = ctx.createMediaStreamSource(new MediaStream([track]));
+    this.analyser = ctx.createAnalyser();
+    this.analyser.fftSize = 512;
+    this.analyser.smoothingTimeConstant = 0.6;
+    this.bins = new Uint8Array(this.analyser.frequencyBinCount);
+    this.source.connect(this.analyser);
+    this.timer = window.setInterval(() => this.sample(ctx.sampleRate), intervalMs);
+  }
+
+  private sample(rate: number): void {
+    this.analyser.getByteFrequencyData(this.bins);
+    const hzPerBin = rate / 2 / this.bins.length;
+    const lo = Math.log(90);
+    const hi = Math.log(4000);
+    const out: number[] = [];
+    for (let b = 0; b < this.bands; b++) {
+      const from = Math.max(1, Math.floor(Math.exp(lo + ((hi - lo) * b) / this.bands) / hzPerBin));
+      const to = Math.max(from + 1, Math.floor(Math.exp(lo + ((hi - lo) * (b + 1)) / this.bands) / hzPerBin));
+      let sum = 0;
+      for (let i = from; i < to && i < this.bins.length; i++) sum += this.bins[i];
+      out.push(Math.min(1, sum / (to - from) / 200));
+    }
+    this.onBands(out);
+  }
+
+  stop(): void {
+    if (this.timer !== undefined) window.clearInterval(this.timer);
+    this.timer = undefined;
+    this.source.disconnect();
+    this.analyser.disconnect();
+    this.onBands(new Array<number>(this.bands).fill(0));
+  }
+}

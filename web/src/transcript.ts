@@ -5,7 +5,19 @@
  */
 
 export type EntryRole = 'user' | 'assistant' | 'system';
-export type EntryStatus = 'partial' | 'final' | 'streaming' | 'speaking' | 'spoken' | 'interrupted' | 'error' | 'info';
+export type EntryStatus =
+  | 'partial'
+  | 'final'
+  | 'streaming'
+  | 'speaking'
+  | 'spoken'
+  | 'interrupted'
+  | 'failed'
+  | 'queued'
+  | 'waiting'
+  | 'dropped'
+  | 'error'
+  | 'info';
 
 interface Entry {
   key: string;
@@ -16,6 +28,8 @@ interface Entry {
   note: string;
   local: boolean;
   typed: boolean;
+  /** What the listeners heard of an interrupted answer; the rest is shown struck through. */
+  heard: string | undefined;
   el: HTMLLIElement;
 }
 
@@ -24,7 +38,25 @@ const STATUS_LABEL: Partial<Record<EntryStatus, string>> = {
   speaking: 'Speaking…',
   spoken: 'Spoken',
   interrupted: 'Interrupted',
+  failed: 'No answer',
+  queued: 'Queued',
+  waiting: 'Waiting for the assistant',
+  dropped: 'Not answered',
 };
+
+/** Where `heard` ends in `text`: the words match, whitespace may differ. */
+export function heardCut(text: string, heard: string): number {
+  let j = 0;
+  const h = heard.trim();
+  for (let i = 0; i < text.length; i++) {
+    while (j < h.length && /\s/.test(h[j])) j++;
+    if (j >= h.length) return i;
+    if (/\s/.test(text[i])) continue;
+    if (text[i] !== h[j]) return Math.min(text.length, h.length);
+    j++;
+  }
+  return text.length;
+}
 
 export class TranscriptView {
   private readonly entries = new Map<string, Entry>();
@@ -45,6 +77,41 @@ export class TranscriptView {
 
   has(key: string): boolean {
     return this.entries.has(key);
+  }
+
+  /** The entry's status (a typed message queued, waiting for the assistant, dropped by a stop). */
+  status(key: string): EntryStatus | undefined {
+    return this.entries.get(key)?.status;
+  }
+
+  /** Set the status of an existing entry (with an optional note after its label). */
+  setStatus(key: string, status: EntryStatus, note = ''): void {
+    const entry = this.entries.get(key);
+    if (!entry) return;
+    entry.status = status;
+    entry.note = note;
+    this.render(entry);
+  }
+
+  /** The answer of `turn` was interrupted: the listeners heard `heard`; the rest shows as never spoken. */
+  heard(turn: string, speaker: string, heard: string): void {
+    const entry = this.upsert(`a:${turn}`, 'assistant', speaker);
+    entry.heard = heard;
+    this.render(entry);
+  }
+
+  /** The answer of `turn` failed (`note` says why, in words a person can act on). */
+  failed(turn: string, speaker: string, note: string): void {
+    const entry = this.upsert(`a:${turn}`, 'assistant', speaker);
+    if (entry.status === 'interrupted' || entry.status === 'spoken') return;
+    entry.status = 'failed';
+    entry.note = note;
+    this.render(entry);
+  }
+
+  /** The text of `turn`'s answer so far. */
+  answer(turn: string): string {
+    return this.entries.get(`a:${turn}`)?.text ?? '';
   }
 
   /** Give an entry a new key (a partial result that became final under its turn's key). */
@@ -90,7 +157,7 @@ export class TranscriptView {
   }
 
   /** A one-line system row (stage change, tool call, error). */
-  system(text: string, kind: 'stage' | 'tool' | 'error' | 'info', key?: string): void {
+  system(text: string, kind: 'stage' | 'tool' | 'error' | 'info' | 'vision', key?: string): void {
     const entry = this.upsert(key ?? `s:${++this.seq}`, 'system', '');
     entry.text = text;
     entry.status = kind === 'error' ? 'error' : 'info';
@@ -112,6 +179,7 @@ export class TranscriptView {
         note: '',
         local: opts.local ?? false,
         typed: opts.typed ?? false,
+        heard: undefined,
         el,
       };
       this.entries.set(key, entry);
@@ -145,7 +213,26 @@ export class TranscriptView {
     }
     const body = document.createElement('p');
     body.className = 'entry-text';
-    body.textContent = entry.text;
+    if (entry.heard !== undefined && entry.status === 'interrupted') {
+      const cut = heardCut(entry.text, entry.heard);
+      const heard = document.createElement('span');
+      heard.className = 'entry-heard';
+      heard.textContent = entry.text.slice(0, cut);
+      const rest = entry.text.slice(cut);
+      body.appendChild(heard);
+      if (rest.trim()) {
+        const unheard = document.createElement('s');
+        unheard.className = 'entry-unheard';
+        unheard.title = 'Not spoken: the answer was interrupted here';
+        const label = document.createElement('span');
+        label.className = 'visually-hidden';
+        label.textContent = ' (not spoken:) ';
+        unheard.append(label, rest);
+        body.appendChild(unheard);
+      }
+    } else {
+      body.textContent = entry.text;
+    }
     parts.push(body);
     el.replaceChildren(...parts);
     if (this.stick) this.list.scrollTop = this.list.scrollHeight;

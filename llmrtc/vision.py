@@ -45,7 +45,12 @@ VISION_ATTRIBUTE = "llmrtc.vision"
 """Participant attribute: ``"false"`` (also ``"0"``, ``"no"``, ``"off"``) keeps the agent from using that
 participant's camera and screen share; absent or any other value allows it."""
 
-_SOURCE_WORDS: dict[str, str] = {"camera": "camera", "screen_share": "screen share", "upload": "image"}
+_SOURCE_WORDS: dict[str, str] = {
+    "camera": "camera",
+    "screen_share": "screen share",
+    "screen": "screen share",
+    "upload": "image",
+}
 DEFAULT_LOOK_PROMPT = "Describe what you see, briefly and factually, for someone who cannot see it."
 
 

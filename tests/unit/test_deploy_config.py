@@ -1,7 +1,8 @@
 """The production files (docker-compose.yml, livekit.yaml, Dockerfile) stay valid and point at real code.
 
 No Docker engine runs here, so the compose file is checked structurally: every service is complete, every
-command names a module that exists, every variable it reads is documented in .env.example.
+command names a module that exists, every variable it reads is documented in .env.example. The schema checks
+(Compose specification, livekit-server keys, Kubernetes, the dashboard) are in tests/unit/deploy/.
 """
 
 from __future__ import annotations
@@ -42,15 +43,11 @@ def test_compose_commands_name_real_modules() -> None:
         assert importlib.util.find_spec(f"{mod}.__main__") is not None, mod
 
 
-def test_compose_mounts_livekit_yaml_and_ports_match() -> None:
+def test_compose_mounts_livekit_yaml() -> None:
     services = load("docker-compose.yml")["services"]
-    lk = load("livekit.yaml")
-    assert any("livekit.yaml" in v for v in services["livekit"]["volumes"])
-    ports = " ".join(services["livekit"]["ports"])
-    assert f"{lk['port']}:{lk['port']}" in ports
-    assert f"{lk['rtc']['tcp_port']}:{lk['rtc']['tcp_port']}" in ports
-    assert f"{lk['rtc']['port_range_start']}-{lk['rtc']['port_range_end']}" in ports
-    assert "keys" not in lk, "API secrets must not be committed in livekit.yaml"
+    assert any("livekit.yaml:/etc/livekit.yaml" in v for v in services["livekit"]["volumes"])
+    assert services["livekit"]["command"] == ["--config", "/etc/livekit.yaml"]
+    # The ports, TURN and the schema checks are in tests/unit/deploy/.
 
 
 def test_every_compose_variable_is_documented() -> None:

@@ -14,9 +14,10 @@ An orchestrator runs a turn as a producer task and a consumer (the async generat
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import suppress
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from llmrtc.errors import LLMRTCError, ProviderError
 from llmrtc.events import (
@@ -32,6 +33,9 @@ from llmrtc.events import (
 )
 from llmrtc.hooks import HookContext, Stopwatch
 from llmrtc.types import Message, ToolCallRequest, ToolResult
+
+if TYPE_CHECKING:
+    from llmrtc.playout import Playout
 
 
 class TurnFailed(Exception):
@@ -59,7 +63,8 @@ class SpeechTurn:
     ``speak`` says whether the answer is synthesized. ``spoken`` holds the text of each TTS segment whose
     last audio event was delivered, ``shown`` the LLM text delivered (what counts when nothing is spoken).
     ``interrupted``/``spoken_override`` are set by barge-in; ``producer`` is the task filling the queue;
-    ``message`` is the user message, once built.
+    ``message`` is the user message, once built. ``playout``, when the turn is played through one, owns what
+    was heard (:meth:`llmrtc.playout.Playout.heard_text`).
     """
 
     id: str
@@ -76,6 +81,7 @@ class SpeechTurn:
     producer: asyncio.Task[None] | None = None
     first_audio: bool = False
     message: Message | None = None
+    playout: Playout | None = None
 
     def consumed(self, event: TurnEvent) -> None:
         """Record that ``event`` was delivered to the consumer."""
@@ -85,9 +91,12 @@ class SpeechTurn:
             self.shown.append(event.content)
 
     def spoken_text(self) -> str:
-        """What the listener got: the barge-in override, else the delivered segments (or text, if silent)."""
+        """What the listener got: the barge-in override, else what the playout played, else the delivered
+        segments (or the delivered text, if the turn is not spoken)."""
         if self.spoken_override is not None:
             return self.spoken_override.strip()
+        if self.playout is not None and self.speak:
+            return self.playout.heard_text()
         if self.speak:
             return " ".join(s.strip() for s in self.spoken if s.strip())
         return "".join(self.shown).strip()
@@ -100,9 +109,15 @@ class TurnEmitter:
     discarded, so a withheld answer is never shown or spoken.
     """
 
-    def __init__(self, queue: asyncio.Queue[QueueItem], hold: bool) -> None:
+    def __init__(
+        self,
+        queue: asyncio.Queue[QueueItem],
+        hold: bool,
+        on_deliver: Callable[[TurnEvent], None] | None = None,
+    ) -> None:
         self.queue = queue
         self.hold = hold
+        self._on_deliver = on_deliver
         self._held: dict[int, list[TurnEvent]] = {}
         self._released: set[int] = set()
         self._dropped: set[int] = set()
@@ -114,13 +129,18 @@ class TurnEmitter:
         if self.hold and round_no is not None and round_no not in self._released:
             self._held.setdefault(round_no, []).append(event)
             return
+        self._deliver(event)
+
+    def _deliver(self, event: TurnEvent) -> None:
+        if self._on_deliver is not None:
+            self._on_deliver(event)
         self.queue.put_nowait(event)
 
     def release(self, round_no: int) -> None:
         """Deliver the round's held events; its later events go out at once."""
         self._released.add(round_no)
         for event in self._held.pop(round_no, []):
-            self.queue.put_nowait(event)
+            self._deliver(event)
 
     def drop(self, round_no: int) -> None:
         """Discard the round's held and future events."""

@@ -342,7 +342,6 @@ __all__ = [
     "STTResult",
     "StopReason",
     "TTSChunk",
-    "WordTiming",
     "TTSConfig",
     "TTSResult",
     "ToolCallDelta",
@@ -355,4 +354,5 @@ __all__ = [
     "VisionAttachment",
     "VisionRequest",
     "VisionResult",
+    "WordTiming",
 ]

@@ -13,9 +13,13 @@ A turn runs in the same steps whatever produces the answer:
 5. however the turn ends (completed, failed, cancelled, interrupted) the producer is stopped, the subclass
    records the outcome (:meth:`VoiceOrchestratorBase._settle`), and ``on_turn_end`` gets the timing.
 
-:class:`~llmrtc.orchestrator.ConversationOrchestrator` (LLM + tools) and
-:class:`~llmrtc.playbooks.voice.VoicePlaybookOrchestrator` (a playbook) are its two subclasses; they differ
-only in how a turn's answer is produced and recorded.
+**What was heard.** A turn given a :class:`~llmrtc.playout.Playout` (the worker's agent track, the console's
+WAV writer) is played through it: its audio is fed to the playout as it is released, the turn commits only
+once the playout played it to the end, and a cut turn records exactly what the playout says was heard. A
+turn without one counts a sentence heard when its last audio event was handed to the consumer.
+
+:class:`~llmrtc.playbooks.voice.VoicePlaybookOrchestrator` is the one implementation; the plain
+assistant (:class:`~llmrtc.orchestrator.ConversationOrchestrator`) is a one-stage playbook on it.
 """
 
 from __future__ import annotations
@@ -25,11 +29,11 @@ import logging
 import uuid
 from abc import ABC, abstractmethod
 from collections.abc import AsyncGenerator, Callable, Sequence
-from typing import Any, ClassVar, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 from llmrtc.chunking import Chunker
 from llmrtc.errors import ConfigError
-from llmrtc.events import ErrorEvent, TranscriptEvent, TurnCompleteEvent, TurnEvent
+from llmrtc.events import ErrorEvent, TranscriptEvent, TTSAudioEvent, TurnCompleteEvent, TurnEvent
 from llmrtc.hooks import HookContext, HookRunner, Stopwatch
 from llmrtc.metrics import MetricNames, MetricsAdapter, safe_metrics
 from llmrtc.speech import SpeechPipeline, SpeechProviders, SpeechSettings, StreamingSpeaker
@@ -44,6 +48,9 @@ from llmrtc.turns import (
     collect_outcome,
 )
 from llmrtc.types import Message, STTResult, VisionAttachment
+
+if TYPE_CHECKING:
+    from llmrtc.playout import Playout
 
 TurnT = TypeVar("TurnT", bound=SpeechTurn)
 
@@ -61,9 +68,6 @@ class VoiceOrchestratorBase(ABC, Generic[TurnT]):
     """Where the turn lifecycle logs (each subclass names its module's logger)."""
     _producer_name: ClassVar[str] = "turn"
     """Prefix of the producer task's name (``<prefix>-<turn id>``)."""
-    _taken_on_delivery: ClassVar[bool] = True
-    """When an event counts as taken by the consumer (:meth:`SpeechTurn.consumed`): as it is handed over
-    (True), or only once the consumer asks for the next one (False)."""
 
     def __init__(
         self,
@@ -130,9 +134,13 @@ class VoiceOrchestratorBase(ABC, Generic[TurnT]):
         *,
         speaker: str | None = None,
         turn_id: str | None = None,
+        playout: Playout | None = None,
     ) -> AsyncGenerator[TurnEvent, None]:
-        """One spoken turn: ``audio`` is the WAV of one utterance. Yields the turn's events."""
-        return self._stream(audio, None, attachments, speaker, turn_id, None)
+        """One spoken turn: ``audio`` is the WAV of one utterance. Yields the turn's events.
+
+        With ``playout`` the answer is played through it and the turn commits once it was heard whole.
+        """
+        return self._stream(audio, None, attachments, speaker, turn_id, None, playout)
 
     def run_text_turn_stream(
         self,
@@ -142,9 +150,32 @@ class VoiceOrchestratorBase(ABC, Generic[TurnT]):
         speaker: str | None = None,
         turn_id: str | None = None,
         speak: bool | None = None,
+        playout: Playout | None = None,
     ) -> AsyncGenerator[TurnEvent, None]:
-        """One typed turn; spoken too when a TTS provider is set (``speak=False`` to only write)."""
-        return self._stream(None, text, attachments, speaker, turn_id, speak)
+        """One typed (or already transcribed) turn; spoken too when a TTS provider is set (``speak=False`` to
+        only write), through ``playout`` when given."""
+        return self._stream(None, text, attachments, speaker, turn_id, speak, playout)
+
+    async def transcribe(
+        self, audio: bytes, *, speaker: str | None = None, utterance_id: str | None = None
+    ) -> STTResult:
+        """Transcribe one utterance (WAV bytes) through the pipeline: STT hooks, metrics and error mapping.
+
+        The worker calls this as soon as an utterance ends (so transcripts are attributed and shown while
+        the agent talks), then runs the turn with the text. Raises the STT's :class:`~llmrtc.errors.LLMRTCError`.
+        """
+        uid = utterance_id or uuid.uuid4().hex[:12]
+        probe = SpeechTurn(
+            id=uid,
+            speaker=speaker,
+            ctx=HookContext(session_id=self.session_id, turn_id=uid, participant=speaker),
+            watch=Stopwatch(),
+            speak=False,
+        )
+        try:
+            return await self.speech.transcribe(probe, audio)
+        except TurnFailed as failed:
+            raise failed.error from None
 
     async def run_turn(
         self,
@@ -153,10 +184,11 @@ class VoiceOrchestratorBase(ABC, Generic[TurnT]):
         *,
         speaker: str | None = None,
         turn_id: str | None = None,
+        playout: Playout | None = None,
     ) -> TurnOutcome:
         """:meth:`run_turn_stream`, collected."""
         return await collect_outcome(
-            self.run_turn_stream(audio, attachments, speaker=speaker, turn_id=turn_id)
+            self.run_turn_stream(audio, attachments, speaker=speaker, turn_id=turn_id, playout=playout)
         )
 
     async def run_text_turn(
@@ -167,10 +199,13 @@ class VoiceOrchestratorBase(ABC, Generic[TurnT]):
         speaker: str | None = None,
         turn_id: str | None = None,
         speak: bool | None = None,
+        playout: Playout | None = None,
     ) -> TurnOutcome:
         """:meth:`run_text_turn_stream`, collected."""
         return await collect_outcome(
-            self.run_text_turn_stream(text, attachments, speaker=speaker, turn_id=turn_id, speak=speak)
+            self.run_text_turn_stream(
+                text, attachments, speaker=speaker, turn_id=turn_id, speak=speak, playout=playout
+            )
         )
 
     def interrupt(self, turn_id: str, spoken_text: str | None = None) -> bool:
@@ -211,6 +246,9 @@ class VoiceOrchestratorBase(ABC, Generic[TurnT]):
         """``TurnCompleteEvent`` is being handed to the consumer."""
         turn.outcome = "completed"
 
+    def _note_heard(self, turn: TurnT) -> None:
+        """The running ``turn`` is being cut: pass what was heard (:meth:`SpeechTurn.spoken_text`) on."""
+
     # ------------------------------------------------------------------------------ the turn
 
     async def _stream(
@@ -221,6 +259,7 @@ class VoiceOrchestratorBase(ABC, Generic[TurnT]):
         speaker: str | None,
         turn_id: str | None,
         speak: bool | None,
+        playout: Playout | None = None,
     ) -> AsyncGenerator[TurnEvent, None]:
         tid = turn_id or uuid.uuid4().hex[:12]
         if tid in self._active:
@@ -231,6 +270,7 @@ class VoiceOrchestratorBase(ABC, Generic[TurnT]):
             ctx=HookContext(session_id=self.session_id, turn_id=tid, participant=speaker),
             watch=Stopwatch(),
             speak=self.speech.providers.tts is not None and (speak is None or speak),
+            playout=playout,
         )
         self._active[tid] = turn
         queue: asyncio.Queue[QueueItem] = asyncio.Queue()
@@ -261,17 +301,17 @@ class VoiceOrchestratorBase(ABC, Generic[TurnT]):
                     self._on_complete(turn)
                 elif isinstance(event, ErrorEvent) and event.component != "tts":
                     turn.outcome = "error"
-                if self._taken_on_delivery:
-                    turn.consumed(event)
+                turn.consumed(event)
                 yield event
-                if not self._taken_on_delivery:
-                    turn.consumed(event)
         except TurnFailed as failed:
             turn.outcome = "error"
             yield ErrorEvent(tid, failed.error, failed.component)
         finally:
             producer = turn.producer
             if producer is not None and not producer.done():
+                if turn.outcome == "running":
+                    turn.interrupted = True
+                    self._note_heard(turn)  # before the producer stops, so the engine records it
                 producer.cancel()
             if producer is not None:
                 await asyncio.gather(producer, return_exceptions=True)
@@ -282,7 +322,14 @@ class VoiceOrchestratorBase(ABC, Generic[TurnT]):
             await self.hooks.call("on_turn_end", turn.ctx.child(metadata={"outcome": turn.outcome}), timing)
 
     async def _run_producer(self, turn: TurnT, message: Message, queue: asyncio.Queue[QueueItem]) -> None:
-        emitter = TurnEmitter(queue, self.speech.hold_output())
+        playout = turn.playout
+
+        def feed(event: TurnEvent) -> None:
+            if playout is not None and isinstance(event, TTSAudioEvent):
+                chunk = event.chunk
+                playout.feed(chunk.pcm, chunk.sample_rate, event.text, event.last_in_segment, chunk.words)
+
+        emitter = TurnEmitter(queue, self.speech.hold_output(), on_deliver=feed if playout else None)
         speaker = self.speech.speaker(turn, emitter)
         try:
             await self._produce(turn, message, emitter, speaker)

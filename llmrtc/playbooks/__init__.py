@@ -9,7 +9,7 @@ from llmrtc.playbooks.engine import (
 )
 from llmrtc.playbooks.hooks import PlaybookContext, PlaybookHookRunner, PlaybookHooks, PlaybookMetricsHooks
 from llmrtc.playbooks.loader import load_playbook, load_tools, loads_playbook
-from llmrtc.playbooks.orchestrator import PlaybookOrchestrator, PlaybookTurnResult, default_retry_policy
+from llmrtc.playbooks.orchestrator import PlaybookOrchestrator, PlaybookTurnResult
 from llmrtc.playbooks.state import PlaybookState, StageTiming, StageVisit
 from llmrtc.playbooks.types import (
     ANY_STAGE,
@@ -63,7 +63,6 @@ __all__ = [
     "ValidationResult",
     "VoicePlaybookOrchestrator",
     "create_simple_playbook",
-    "default_retry_policy",
     "keywords_match",
     "load_playbook",
     "load_tools",

@@ -13,8 +13,19 @@ Phase 1 is skipped when the stage offers no tools. A stage with ``two_phase=Fals
 runs tools between rounds (its text is shown as it comes). After the answer the turn is counted, transitions
 are evaluated (assistant text, every tool call and result, the LLM's decision) and at most one fires.
 
-LLM calls are retried on retryable provider errors with exponential backoff (1 s, 2 s, 4 s by default); a
-stream is retried only before its first chunk.
+**One engine.** This class is the turn engine of every llmrtc conversation: a plain assistant
+(:class:`~llmrtc.orchestrator.ConversationOrchestrator`) is a one-stage playbook run by it, and the voice
+orchestrators put speech around it. History, the tool loop, guardrails, hooks, metrics and recording live
+here once. Retries live in the providers only (``PROVIDER_MAX_RETRIES``); this engine never retries a call,
+so a failing provider gets at most ``1 + max_retries`` requests per call.
+
+**When a turn commits.** A turn is recorded, counted, its transitions evaluated and its stage changed only
+when it *commits*: at once for text turns, and for spoken turns only after ``before_commit`` returned (the
+voice orchestrator waits there until the answer was heard to the end). A turn cut before that records what
+was heard, marked ``interrupted``, and changes no stage.
+
+**Guardrails.** ``on_llm_end`` runs after every streamed round, tool rounds included; a hook raising
+:class:`~llmrtc.errors.GuardrailError` fails the turn before that round's text is released.
 
 **What stays in the history when a turn ends early.** On cancellation (barge-in), phase-1 timeout or an
 error, the history keeps the user's message and each tool call that *completed*, with its result; calls that
@@ -35,7 +46,7 @@ import asyncio
 import logging
 import uuid
 from collections import OrderedDict
-from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import aclosing, asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -59,7 +70,6 @@ from llmrtc.playbooks.engine import PlaybookEngine
 from llmrtc.playbooks.hooks import PlaybookHooks, PlaybookMetricsHooks
 from llmrtc.playbooks.types import TRANSITION_TOOL_NAME, Playbook, Stage, Transition
 from llmrtc.providers.base import LLMProvider, ToolCallAccumulator
-from llmrtc.providers.resilience import RetryPolicy, call_with_retries, stream_with_retries
 from llmrtc.tools import ToolContext, ToolExecutor, ToolRegistry
 from llmrtc.types import (
     LLMRequest,
@@ -75,9 +85,8 @@ from llmrtc.types import (
 log = logging.getLogger("llmrtc.playbooks")
 
 
-def default_retry_policy(llm_retries: int = 3) -> RetryPolicy:
-    """``llm_retries`` retries after the first try, waiting 1 s, 2 s, 4 s ... (capped at 8 s)."""
-    return RetryPolicy(max_attempts=max(1, llm_retries + 1), base_delay=1.0, max_delay=8.0, jitter=0.1)
+BeforeCommit = Callable[[], Awaitable[None]]
+"""Awaited after a turn's answer is complete and before it commits (the voice layer waits for playout)."""
 
 
 @dataclass(slots=True)
@@ -111,16 +120,21 @@ class _Turn:
     phase1_timed_out: bool = False
     usage: Usage | None = None
     committed: bool = False
+    answer: str = ""
+    rounds: int = 0
 
 
 class PlaybookOrchestrator:
     """Runs text turns of one conversation through a playbook.
 
     ``registry`` holds the tools the playbook names; ``executor`` (optional) runs them (default: a
-    :class:`~llmrtc.tools.ToolExecutor` on ``registry`` with ``tool_timeout_s``). ``retry_policy`` overrides
-    the backoff built from ``llm_retries``. ``history_limit`` bounds the messages kept (tool exchanges are
-    never split). ``hooks`` are :class:`~llmrtc.hooks.Hooks` (LLM and tool hook points, guardrails);
-    ``playbook_hooks`` observe stages and turns; with ``metrics``, playbook metrics are recorded too.
+    :class:`~llmrtc.tools.ToolExecutor` on ``registry`` with ``tool_timeout_s``). ``history_limit`` is how
+    many past messages the LLM sees (0: all; tool exchanges are never split); ``max_stored_messages`` how
+    many are kept in memory. ``max_tool_calls_per_turn`` and ``max_tool_rounds`` bound the tool loop (after
+    the last round the LLM is asked once more without tools). ``speaker_labels="prefix"`` sends
+    ``"[Alice] ..."`` instead of the message's ``name``. ``hooks`` are :class:`~llmrtc.hooks.Hooks` (LLM and
+    tool hook points, guardrails); ``playbook_hooks`` observe stages and turns; with ``metrics``, playbook
+    metrics are recorded too.
     """
 
     def __init__(
@@ -130,19 +144,26 @@ class PlaybookOrchestrator:
         registry: ToolRegistry | None = None,
         *,
         max_tool_calls_per_turn: int = 10,
+        max_tool_rounds: int = 5,
         phase1_timeout_s: float = 60.0,
-        llm_retries: int = 3,
-        retry_policy: RetryPolicy | None = None,
-        history_limit: int = 50,
+        history_limit: int = 40,
+        max_stored_messages: int = 200,
         tool_timeout_s: float = 30.0,
         executor: ToolExecutor | None = None,
         hooks: Any = None,
         playbook_hooks: Sequence[PlaybookHooks] = (),
         metrics: MetricsAdapter | None = None,
         session_id: str | None = None,
+        speaker_labels: str = "name",
     ) -> None:
         if max_tool_calls_per_turn < 0:
             raise ValueError("max_tool_calls_per_turn must be >= 0")
+        if max_tool_rounds < 0:
+            raise ValueError("max_tool_rounds must be >= 0")
+        if history_limit < 0 or max_stored_messages < 1:
+            raise ValueError("history_limit must be >= 0 and max_stored_messages >= 1")
+        if speaker_labels not in ("name", "prefix"):
+            raise ValueError("speaker_labels must be 'name' or 'prefix'")
         if phase1_timeout_s <= 0:
             raise ValueError("phase1_timeout_s must be positive")
         self.llm = llm
@@ -167,11 +188,14 @@ class PlaybookOrchestrator:
             self.registry, timeout_s=tool_timeout_s, hooks=self.hooks, metrics=metrics
         )
         self.max_tool_calls_per_turn = max_tool_calls_per_turn
+        self.max_tool_rounds = max_tool_rounds
         self.phase1_timeout_s = phase1_timeout_s
-        self.retry_policy = retry_policy or default_retry_policy(llm_retries)
         self.history_limit = history_limit
+        self.max_stored_messages = max_stored_messages
+        self.speaker_labels = speaker_labels
         self._history: list[Message] = []
         self._answers: OrderedDict[str, Message] = OrderedDict()
+        self._tails: OrderedDict[str, Message] = OrderedDict()
         self._spoken: dict[str, str] = {}
         self._running: str | None = None
         self._results: dict[str, PlaybookTurnResult] = {}
@@ -204,19 +228,20 @@ class PlaybookOrchestrator:
         """Forget the conversation (the playbook state is kept; see ``engine.reset``)."""
         self._history.clear()
         self._answers.clear()
+        self._tails.clear()
 
     def load_history(self, messages: Sequence[Message]) -> None:
         """Replace the history with ``messages`` (e.g. a stored session's), oldest first, no system prompt.
 
-        As :meth:`llmrtc.orchestrator.ConversationOrchestrator.load_history`: the messages are copied, at
-        most ``history_limit`` are kept (all when it is 0), and broken tool exchanges are dropped (see
-        :func:`llmrtc.history.restored_history`). Interrupt records of earlier turns are forgotten; the
+        The messages are copied, at most ``max_stored_messages`` are kept, and broken tool exchanges are
+        dropped (see :func:`llmrtc.history.restored_history`). Interrupt records of earlier turns are forgotten; the
         playbook state is not touched (see :meth:`restore`). Raises :class:`~llmrtc.errors.ConfigError`
         while a turn runs or when an item is not a message.
         """
         self._refuse_while_running("load_history")
-        self._history = restored_history(messages, self.history_limit or None, session_id=self.session_id)
+        self._history = restored_history(messages, self.max_stored_messages, session_id=self.session_id)
         self._answers.clear()
+        self._tails.clear()
         self._spoken.clear()
 
     def snapshot(self) -> dict[str, Any]:
@@ -246,9 +271,17 @@ class PlaybookOrchestrator:
             if spoken_text is not None:
                 self._spoken[turn_id] = spoken_text
             return True
-        if turn_id not in self._answers:
+        if turn_id in self._answers:
+            self._rewrite_answer(turn_id, spoken_text)
+            return True
+        tail = self._tails.get(turn_id)
+        if tail is None:
             return False
-        self._rewrite_answer(turn_id, spoken_text)
+        if spoken_text and spoken_text.strip():  # the turn recorded no answer: add what was heard
+            answer = Message.assistant(spoken_text.strip(), interrupted=True)
+            at = next((i + 1 for i, m in enumerate(self._history) if m is tail), len(self._history))
+            self._history.insert(at, answer)
+            self._answers[turn_id] = answer
         return True
 
     def _rewrite_answer(self, turn_id: str, spoken_text: str | None) -> None:
@@ -297,9 +330,13 @@ class PlaybookOrchestrator:
                 yield event
 
     async def stream_message(
-        self, message: Message, *, turn_id: str | None = None
+        self, message: Message, *, turn_id: str | None = None, before_commit: BeforeCommit | None = None
     ) -> AsyncGenerator[TurnEvent, None]:
-        """:meth:`stream_turn` for a ready user message (the voice orchestrator's entry point)."""
+        """:meth:`stream_turn` for a ready user message (the voice orchestrator's entry point).
+
+        ``before_commit`` is awaited once the answer is complete (after :class:`LLMFinalEvent`) and before
+        the turn commits; if the turn is cancelled meanwhile it records what was heard and commits nothing.
+        """
         turn_id = turn_id or uuid.uuid4().hex[:12]
         if not message.content.strip() and not message.attachments:
             yield ErrorEvent(turn_id, PlaybookError("a turn needs some text", code="empty_turn"), "playbook")
@@ -309,18 +346,15 @@ class PlaybookOrchestrator:
             turn = _Turn(turn_id, message)
             self._running = turn_id
             try:
-                async with aclosing(self._run(turn)) as events:
+                async with aclosing(self._run(turn, before_commit)) as events:
                     async for event in events:
                         yield event
             except LLMRTCError as exc:
-                log.warning(
-                    "playbook turn failed: [%s] %s", exc.code, exc.message, extra=self._log_ids(turn_id)
-                )
-                await self.hooks.call("on_error", self._hook_ctx(turn_id, "playbook"), exc)
+                component = "llm" if isinstance(exc, ProviderError | GuardrailError) else "playbook"
+                log.warning("turn failed: [%s] %s", exc.code, exc.message, extra=self._log_ids(turn_id))
+                await self.hooks.call("on_error", self._hook_ctx(turn_id, component), exc)
                 self._commit_partial(turn, keep_answer=False)
-                yield ErrorEvent(
-                    turn_id, exc, "llm" if isinstance(exc, ProviderError | GuardrailError) else "playbook"
-                )
+                yield ErrorEvent(turn_id, exc, component)
             except Exception as exc:  # a bug in a provider or tool plumbing: fail the turn, never crash
                 log.exception("playbook turn failed unexpectedly", extra=self._log_ids(turn_id))
                 error = PlaybookError(f"the turn failed: {type(exc).__name__}: {exc}", code="turn_failed")
@@ -332,11 +366,13 @@ class PlaybookOrchestrator:
                 if not turn.committed:
                     # cancelled (barge-in, or the consumer stopped): keep what completed, nothing half-done
                     log.info("playbook turn cancelled in phase %d", turn.phase, extra=self._log_ids(turn_id))
-                    self._commit_partial(turn, keep_answer=turn.phase == 2)
+                    self._commit_partial(turn, keep_answer=turn.phase >= 2)
 
     # ------------------------------------------------------------------------------------------ turn
 
-    async def _run(self, turn: _Turn) -> AsyncGenerator[TurnEvent, None]:
+    async def _run(
+        self, turn: _Turn, before_commit: BeforeCommit | None = None
+    ) -> AsyncGenerator[TurnEvent, None]:
         watch = Stopwatch()
         # a stage that timed out while nobody spoke is left before answering
         timed_out = await self.engine.evaluate_transitions(kinds={"timeout"})
@@ -363,8 +399,13 @@ class PlaybookOrchestrator:
                 else:
                     yield item
         answer = final.full_text
+        turn.phase = 3  # the answer is complete: a cut from here keeps what was heard of it
+        turn.answer = answer
+        yield LLMFinalEvent(turn.turn_id, final.model_copy(update={"tool_calls": list(turn.calls)}))
+        if before_commit is not None:
+            await before_commit()
 
-        # record, count and move on before yielding anything, so a consumer that stops at any event
+        # record, count and move on before yielding anything else, so a consumer that stops at any event
         # never leaves a turn recorded but not counted
         self._commit(turn, Message.assistant(answer))
         self.engine.record_turn()
@@ -392,7 +433,6 @@ class PlaybookOrchestrator:
             usage=turn.usage,
         )
         self._results[turn.turn_id] = result
-        yield LLMFinalEvent(turn.turn_id, final.model_copy(update={"tool_calls": list(turn.calls)}))
         if transition is not None:
             yield StageChangeEvent(turn.turn_id, stage_id, transition.target, transition.id, outcome.reason)
         log.info(
@@ -435,6 +475,8 @@ class PlaybookOrchestrator:
                 turn.usage = _add_usage(turn.usage, result.usage)
                 if not result.tool_calls:
                     break
+                for call in self._calls_to_run(turn, result.tool_calls):
+                    yield ToolCallEvent(turn.turn_id, call)
                 try:
                     async with asyncio.timeout_at(deadline):
                         await self._run_tools(turn, result.tool_calls, result.full_text, pending)
@@ -459,7 +501,11 @@ class PlaybookOrchestrator:
     ) -> AsyncGenerator[TurnEvent | LLMResult, None]:
         """Phase 2: stream the answer. Single-phase stages run tools between streamed rounds."""
         while True:
-            can_call = not two_phase and len(turn.calls) < self.max_tool_calls_per_turn
+            can_call = (
+                not two_phase
+                and len(turn.calls) < self.max_tool_calls_per_turn
+                and turn.rounds < self.max_tool_rounds
+            )
             tools_available = bool(self.engine.available_tools())
             choice: ToolChoice = self.engine.tool_choice() if can_call else "none"
             if not tools_available:
@@ -475,6 +521,9 @@ class PlaybookOrchestrator:
             assert result is not None
             turn.usage = _add_usage(turn.usage, result.usage)
             if can_call and result.tool_calls and tools_available:
+                turn.rounds += 1
+                for call in self._calls_to_run(turn, result.tool_calls):
+                    yield ToolCallEvent(turn.turn_id, call)  # announced before they run
                 events: list[TurnEvent] = []
                 turn.streamed = ""  # this round's text is recorded with its tool calls
                 await self._run_tools(turn, result.tool_calls, result.full_text, events)
@@ -491,7 +540,15 @@ class PlaybookOrchestrator:
     # ------------------------------------------------------------------------------------------ LLM calls
 
     def _request(self, turn: _Turn, choice: ToolChoice, *, with_tools: bool) -> LLMRequest:
-        messages = [*self._history, turn.user, *turn.exchange]
+        past = window(self._history, self.history_limit) if self.history_limit else list(self._history)
+        messages = [*past, turn.user, *turn.exchange]
+        if self.speaker_labels == "prefix":
+            messages = [
+                m.model_copy(update={"content": f"[{m.name}] {m.content}", "name": None})
+                if m.role == "user" and m.name
+                else m
+                for m in messages
+            ]
         prompt = self.engine.effective_system_prompt()
         if prompt:
             messages.insert(0, Message.system(prompt))
@@ -509,26 +566,12 @@ class PlaybookOrchestrator:
         )
         return request.with_config(self.engine.effective_llm_config())
 
-    def _on_retry(self, turn_id: str) -> Any:
-        def note(attempt: int, exc: ProviderError, delay: float) -> None:
-            log.warning(
-                "LLM call failed (attempt %d, [%s]); retrying in %.2f s",
-                attempt,
-                exc.code,
-                delay,
-                extra=self._log_ids(turn_id),
-            )
-
-        return note
-
     async def _complete(self, request: LLMRequest, turn_id: str) -> LLMResult:
         ctx = self._hook_ctx(turn_id, "llm")
         await self.hooks.call("on_llm_start", ctx, request)
         watch = Stopwatch()
         try:
-            result = await call_with_retries(
-                lambda: self.llm.complete(request), self.retry_policy, on_retry=self._on_retry(turn_id)
-            )
+            result = await self.llm.complete(request)
         except ProviderError as exc:
             self.metrics.increment(MetricNames.ERRORS, 1, {"component": "llm", "code": exc.code})
             await self.hooks.call("on_llm_error", ctx, exc)
@@ -550,9 +593,7 @@ class PlaybookOrchestrator:
         index = 0
         first = True
         try:
-            chunks = stream_with_retries(
-                lambda: self.llm.stream(request), self.retry_policy, on_retry=self._on_retry(turn.turn_id)
-            )
+            chunks = self.llm.stream(request)
             async with _closing(chunks):
                 async for chunk in chunks:
                     if first:
@@ -585,16 +626,22 @@ class PlaybookOrchestrator:
         result = LLMResult(
             full_text="".join(text), tool_calls=final_calls, stop_reason=stop_reason, usage=usage
         )
-        if not final_calls:
-            await self.hooks.llm_end(ctx, result, watch.timing())  # a guardrail may withhold the answer
+        # every round, tool rounds too: a guardrail may withhold the text written before a tool call
+        await self.hooks.llm_end(ctx, result, watch.timing())
         yield result
 
     # ------------------------------------------------------------------------------------------ tools
 
+    def _calls_to_run(self, turn: _Turn, calls: list[ToolCallRequest]) -> list[ToolCallRequest]:
+        """``calls`` cut to the per-turn limit."""
+        remaining = max(self.max_tool_calls_per_turn - len(turn.calls), 0)
+        return calls[:remaining]
+
     async def _run_tools(
         self, turn: _Turn, calls: list[ToolCallRequest], text: str, events: list[TurnEvent]
     ) -> None:
-        """Run ``calls`` (within the per-turn limit) and record the completed ones with their results."""
+        """Run ``calls`` (within the per-turn limit; their :class:`ToolCallEvent` were yielded already) and
+        record the completed ones with their results."""
         remaining = self.max_tool_calls_per_turn - len(turn.calls)
         if len(calls) > remaining:
             log.warning(
@@ -612,8 +659,6 @@ class PlaybookOrchestrator:
         def record(result: ToolResult) -> None:
             done[result.call_id] = result
 
-        for call in calls:
-            events.append(ToolCallEvent(turn.turn_id, call))
         to_execute: list[ToolCallRequest] = []
         for call in calls:
             if call.name == TRANSITION_TOOL_NAME:
@@ -679,8 +724,8 @@ class PlaybookOrchestrator:
 
     def _append(self, messages: list[Message]) -> None:
         self._history.extend(messages)
-        if self.history_limit and len(self._history) > self.history_limit:
-            self._history = window(self._history, self.history_limit)
+        if len(self._history) > self.max_stored_messages:
+            self._history = window(self._history, self.max_stored_messages)
 
     def _commit(self, turn: _Turn, answer: Message | None) -> None:
         turn.committed = True
@@ -688,6 +733,9 @@ class PlaybookOrchestrator:
         if answer is not None:
             messages.append(answer)
         self._append(messages)
+        self._tails[turn.turn_id] = messages[-1]
+        while len(self._tails) > 32:
+            self._tails.popitem(last=False)
         if answer is not None:
             self._answers[turn.turn_id] = answer
             while len(self._answers) > 32:
@@ -701,7 +749,7 @@ class PlaybookOrchestrator:
         answer = None
         if keep_answer:
             spoken = self._spoken.pop(turn.turn_id, None)
-            content = spoken if spoken is not None else turn.streamed
+            content = spoken if spoken is not None else (turn.answer if turn.phase == 3 else turn.streamed)
             if content.strip():
                 answer = Message.assistant(content.strip(), interrupted=True)
         self._commit(turn, answer)
@@ -742,4 +790,4 @@ def _add_usage(total: Usage | None, more: Usage | None) -> Usage | None:
     )
 
 
-__all__ = ["PlaybookOrchestrator", "PlaybookTurnResult", "default_retry_policy"]
+__all__ = ["BeforeCommit", "PlaybookOrchestrator", "PlaybookTurnResult"]

@@ -11,28 +11,42 @@ streaming-TTS speaker of :class:`~llmrtc.speech.SpeechPipeline`, and the turn pl
 :mod:`llmrtc.turns`; the LLM half is :class:`~llmrtc.playbooks.orchestrator.PlaybookOrchestrator`.
 Phase 1 of a two-phase turn is silent; the answer is spoken sentence by sentence while it streams.
 
+This is the one voice pipeline: the plain assistant (:class:`~llmrtc.orchestrator.ConversationOrchestrator`)
+is a one-stage playbook run by this class. Each LLM round's text and audio are released only after that
+round's ``on_llm_end`` (guardrail) passed, when a guardrail is set. The turn commits (recorded, counted,
+transitions evaluated, :class:`~llmrtc.events.StageChangeEvent` emitted) only after its audio was heard to
+the end: with a :class:`~llmrtc.playout.Playout`, once the playout played it all; without one, once the
+consumer took the last audio event.
+
 Barge-in: close the iterator or cancel the task iterating it, and/or call :meth:`interrupt` with what was
-heard. Without ``spoken_text``, the spoken part is the sentences the consumer fully took (it asked for the
-event after their last audio). The history then keeps the completed tool calls and only the spoken part of
-the answer (see :mod:`llmrtc.playbooks.orchestrator` for the exact rules and per-tool interruption).
+heard. Without ``spoken_text``, the spoken part is what the playout played (or the sentences the consumer
+took). The history then keeps the completed tool calls and only the heard part of the answer, marked
+``interrupted``, and the stage does not change (see :mod:`llmrtc.playbooks.orchestrator` for the exact
+rules and per-tool interruption).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable, Sequence
 from contextlib import aclosing
 from typing import Any
 
 from llmrtc.chunking import Chunker
-from llmrtc.events import ErrorEvent, LLMChunkEvent, LLMFinalEvent, TTSCompleteEvent, TurnCompleteEvent
+from llmrtc.conversation import ConversationProviders, OrchestratorConfig
+from llmrtc.events import (
+    ErrorEvent,
+    LLMChunkEvent,
+    LLMFinalEvent,
+    ToolCallEvent,
+    TTSCompleteEvent,
+)
 from llmrtc.metrics import MetricNames, MetricsAdapter
-from llmrtc.orchestrator import ConversationProviders, OrchestratorConfig
 from llmrtc.playbooks.engine import PlaybookEngine
 from llmrtc.playbooks.hooks import PlaybookHooks
 from llmrtc.playbooks.orchestrator import PlaybookOrchestrator
 from llmrtc.playbooks.types import Playbook, Stage
-from llmrtc.providers.resilience import RetryPolicy
 from llmrtc.speech import StreamingSpeaker
 from llmrtc.tools import ToolExecutor, ToolRegistry
 from llmrtc.turns import SpeechTurn, TurnEmitter
@@ -41,22 +55,19 @@ from llmrtc.voice_base import VoiceOrchestratorBase
 
 log = logging.getLogger("llmrtc.playbooks.voice")
 
-_ANSWER = 0
-"""The emitter round of the spoken answer (held until the guardrail passed, when one is set)."""
-
 
 class VoicePlaybookOrchestrator(VoiceOrchestratorBase[SpeechTurn]):
     """A voice conversation driven by a playbook.
 
     ``providers`` gives the LLM, STT, TTS (and optional vision); ``config`` the speech settings of the
-    conversation orchestrator (STT/TTS configs, ``streaming_tts``, guardrail hold; its LLM settings are
-    unused: the playbook decides prompts, tools and generation config). The playbook options are those of
-    :class:`PlaybookOrchestrator`. The turn API is :class:`~llmrtc.voice_base.VoiceOrchestratorBase`'s.
+    conversation orchestrator (STT/TTS configs, ``streaming_tts``, guardrail hold, ``history_limit``,
+    ``max_stored_messages``, ``max_tool_rounds``, ``speaker_labels``; the playbook decides prompts, tools
+    and generation config). The other options are those of :class:`PlaybookOrchestrator`. The turn API is
+    :class:`~llmrtc.voice_base.VoiceOrchestratorBase`'s.
     """
 
     _logger = log
     _producer_name = "pb-turn"
-    _taken_on_delivery = False
 
     def __init__(
         self,
@@ -72,9 +83,6 @@ class VoicePlaybookOrchestrator(VoiceOrchestratorBase[SpeechTurn]):
         session_id: str | None = None,
         max_tool_calls_per_turn: int = 10,
         phase1_timeout_s: float = 60.0,
-        llm_retries: int = 3,
-        retry_policy: RetryPolicy | None = None,
-        history_limit: int = 50,
         tool_timeout_s: float = 30.0,
         executor: ToolExecutor | None = None,
     ) -> None:
@@ -93,10 +101,11 @@ class VoicePlaybookOrchestrator(VoiceOrchestratorBase[SpeechTurn]):
             playbook,
             registry,
             max_tool_calls_per_turn=max_tool_calls_per_turn,
+            max_tool_rounds=self._config.max_tool_rounds,
             phase1_timeout_s=phase1_timeout_s,
-            llm_retries=llm_retries,
-            retry_policy=retry_policy,
-            history_limit=history_limit,
+            history_limit=self._config.history_limit,
+            max_stored_messages=self._config.max_stored_messages,
+            speaker_labels=self._config.speaker_labels,
             tool_timeout_s=tool_timeout_s,
             executor=executor,
             hooks=self.hooks,
@@ -134,7 +143,7 @@ class VoicePlaybookOrchestrator(VoiceOrchestratorBase[SpeechTurn]):
         self.playbook_orchestrator.clear_history()
 
     def _replace_history(self, messages: Sequence[Message]) -> None:
-        """At most ``history_limit`` kept, as :meth:`PlaybookOrchestrator.load_history`."""
+        """At most ``max_stored_messages`` kept, as :meth:`PlaybookOrchestrator.load_history`."""
         self.playbook_orchestrator.load_history(messages)
 
     def snapshot(self) -> dict[str, Any]:
@@ -153,44 +162,80 @@ class VoicePlaybookOrchestrator(VoiceOrchestratorBase[SpeechTurn]):
     def _interrupt_finished(self, turn_id: str, spoken_text: str | None) -> bool:
         return self.playbook_orchestrator.interrupt(turn_id, spoken_text)
 
+    def _note_heard(self, turn: SpeechTurn) -> None:
+        """Tell the engine what was heard of the turn being cut (it records exactly that)."""
+        self.playbook_orchestrator.interrupt(turn.id, turn.spoken_text())
+
     def _settle(self, turn: SpeechTurn) -> None:
-        """After barge-in the answer keeps only what was spoken (or shown, when nothing is spoken)."""
+        """After barge-in the answer keeps only what was heard (or shown, when nothing is spoken)."""
         if turn.outcome == "running" or (turn.outcome == "completed" and turn.interrupted):
             turn.outcome = "interrupted"
             self.metrics.increment(MetricNames.INTERRUPTIONS)
             spoken = turn.spoken_text()
             self.playbook_orchestrator.interrupt(turn.id, spoken)
-            log.info("playbook turn interrupted (%s): recorded %d spoken chars", turn.ctx.ids(), len(spoken))
+            log.info("turn interrupted (%s): recorded %d heard chars", turn.ctx.ids(), len(spoken))
 
     async def _produce(
         self, turn: SpeechTurn, message: Message, emitter: TurnEmitter, speaker: StreamingSpeaker | None
     ) -> None:
-        """The playbook turn for ``message``; its answer is spoken sentence by sentence as it streams."""
+        """The engine's turn for ``message``, spoken sentence by sentence as it streams.
+
+        Each LLM round is an emitter round: held until its guardrail passed (the engine runs
+        ``on_llm_end`` before it yields the round's tool calls or the final answer), then released.
+        """
+        round_no = 0
+        in_tools = False
         chunker = self.speech.stream_chunker(speaker)
-        events = self.playbook_orchestrator.stream_message(message, turn_id=turn.id)
+
+        def close_round() -> None:
+            if speaker is not None:
+                pieces = chunker.flush() if chunker is not None else []
+                for piece in pieces:
+                    speaker.say(piece, round_no)
+            emitter.release(round_no)
+
+        async def heard_to_the_end() -> None:
+            if speaker is not None:
+                await speaker.finish()
+            playout = turn.playout
+            if playout is not None and speaker is not None and speaker.started:
+                playout.finish()
+                if not await playout.wait_done():
+                    # the audio was cut without the turn being cancelled (output failure): a cut turn
+                    turn.interrupted = True
+                    self._note_heard(turn)
+                    raise asyncio.CancelledError
+            if speaker is not None and speaker.started:
+                emitter.emit(TTSCompleteEvent(turn.id))
+
+        if turn.playout is not None:
+            turn.playout.start()
+        events = self.playbook_orchestrator.stream_message(
+            message, turn_id=turn.id, before_commit=heard_to_the_end
+        )
         async with aclosing(events):
             async for event in events:
                 if isinstance(event, LLMChunkEvent):
-                    emitter.emit(event, _ANSWER)
+                    in_tools = False
+                    emitter.emit(event, round_no)
                     if chunker is not None and speaker is not None:
                         for piece in chunker.push(event.content):
-                            speaker.say(piece, _ANSWER)
+                            speaker.say(piece, round_no)
+                elif isinstance(event, ToolCallEvent):
+                    if not in_tools:  # the round before these calls passed its guardrail
+                        in_tools = True
+                        close_round()
+                        round_no += 1
+                        chunker = self.speech.stream_chunker(speaker)
+                    emitter.emit(event)
                 elif isinstance(event, LLMFinalEvent):
                     turn.final_text = event.result.full_text
-                    if speaker is not None:
-                        pieces = chunker.flush() if chunker is not None else [event.result.full_text]
-                        for piece in pieces:
-                            speaker.say(piece, _ANSWER)
-                    emitter.release(_ANSWER)
-                    emitter.emit(event)
-                elif isinstance(event, TurnCompleteEvent):
-                    if speaker is not None:
-                        await speaker.finish()
-                        if speaker.started:
-                            emitter.emit(TTSCompleteEvent(turn.id))
+                    if speaker is not None and chunker is None:
+                        speaker.say(event.result.full_text, round_no)  # streaming_tts off: all at once
+                    close_round()
                     emitter.emit(event)
                 elif isinstance(event, ErrorEvent):
-                    emitter.drop(_ANSWER)
+                    emitter.drop(round_no)
                     emitter.emit(event)
                 else:
                     emitter.emit(event)

@@ -126,7 +126,7 @@ async def test_llm_error_mid_stream_yields_error_and_keeps_history() -> None:
     err = events[-1]
     assert isinstance(err, ErrorEvent) and err.error is boom and err.component == "llm"
     assert not any(isinstance(e, TurnCompleteEvent | LLMFinalEvent) for e in events)
-    assert o.history == before
+    assert o.history == [*before, Message.user("two")]  # everyone saw the question: the LLM keeps it
     assert is_consistent(o.history)
     assert errors == [
         ("llm_error", "llm", "ProviderConnectionError"),
@@ -419,7 +419,7 @@ async def test_guardrail_withholds_the_answer() -> None:
         and err.error.code == "guardrail_blocked"
         and "policy" in err.error.message
     )
-    assert o.history == []
+    assert [m.role for m in o.history] == ["user"]  # the question stays; the withheld answer does not
 
 
 async def test_raising_hooks_do_not_break_the_turn() -> None:

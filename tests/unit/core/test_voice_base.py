@@ -40,10 +40,9 @@ class TurnEnds(Hooks):
 class Echo(VoiceOrchestratorBase[SpeechTurn]):
     """Answers every turn with its own words, twice (two sentences, so barge-in can cut between them)."""
 
-    def __init__(self, *, fail: bool = False, taken_on_delivery: bool = True, **kwargs: Any) -> None:
+    def __init__(self, *, fail: bool = False, **kwargs: Any) -> None:
         providers = ConversationProviders(llm=ScriptedLLM([]), stt=FakeSTT(["hello there"]), tts=FakeTTS())
         super().__init__(providers, OrchestratorConfig(), turn_type=SpeechTurn, **kwargs)
-        self._taken_on_delivery = taken_on_delivery  # type: ignore[misc]
         self.fail = fail
         self.recorded: list[Message] = []
         self.settled: list[tuple[str, str]] = []
@@ -165,13 +164,12 @@ async def test_interrupt_running_and_finished_turns() -> None:
     assert echo.amended == [("known", "x"), ("other", None)]
 
 
-@pytest.mark.parametrize("on_delivery", [True, False])
-async def test_when_a_segment_counts_as_taken(on_delivery: bool) -> None:
-    echo = Echo(taken_on_delivery=on_delivery)
+async def test_when_a_segment_counts_as_taken() -> None:
+    """One rule without a playout: a sentence counts as heard once its last audio event was handed over."""
+    echo = Echo()
     stream = echo.run_text_turn_stream("cut", turn_id="c")
     async for event in stream:
         if isinstance(event, TTSAudioEvent) and event.last_in_segment:
             break  # the consumer stops holding the first sentence's last audio
     await stream.aclose()
-    expected = "You said cut" if on_delivery else ""
-    assert echo.history[-1] == Message.assistant(expected, interrupted=True)
+    assert echo.history[-1] == Message.assistant("You said cut", interrupted=True)

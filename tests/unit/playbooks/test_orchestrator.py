@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 from typing import Any
 
 import pytest
@@ -29,12 +28,9 @@ from llmrtc.playbooks import (
     ToolCallCondition,
     Transition,
 )
-from llmrtc.playbooks.orchestrator import PlaybookOrchestrator, default_retry_policy
-from llmrtc.providers.resilience import RetryPolicy
+from llmrtc.playbooks.orchestrator import PlaybookOrchestrator
 from llmrtc.testing import ScriptedLLM, ScriptedReply
 from llmrtc.tools import ToolRegistry, define_tool
-
-FAST_RETRY = RetryPolicy(max_attempts=3, base_delay=0.01, max_delay=0.05, jitter=0.0)
 
 
 class Tools:
@@ -126,7 +122,7 @@ async def test_two_phase_turn_tool_loop_then_streamed_answer() -> None:
             "Your order 42 has shipped.",
         ]
     )
-    orch = PlaybookOrchestrator(llm, playbook(), tools.registry, retry_policy=FAST_RETRY)
+    orch = PlaybookOrchestrator(llm, playbook(), tools.registry)
     events = await collect(orch, "Where is order 42?", turn_id="t1")
 
     kinds = [type(e) for e in events]
@@ -158,7 +154,7 @@ async def test_two_phase_turn_tool_loop_then_streamed_answer() -> None:
 async def test_execute_turn_result_and_tool_call_transition_on_success() -> None:
     tools = Tools()
     llm = ScriptedLLM([ScriptedReply(tool_calls=[call("charge", "c1", amount=5)]), "", "Charged 5."])
-    orch = PlaybookOrchestrator(llm, playbook(), tools.registry, retry_policy=FAST_RETRY)
+    orch = PlaybookOrchestrator(llm, playbook(), tools.registry)
     result = await orch.execute_turn("charge me")
     assert result.response == "Charged 5."
     assert [c.name for c in result.tool_calls] == ["charge"] and result.tool_results[0].success
@@ -172,7 +168,7 @@ async def test_failed_tool_goes_back_to_llm_as_error() -> None:
     llm = ScriptedLLM(
         [ScriptedReply(tool_calls=[call("fail_verify", "c1", user="x")]), "", "I could not verify you."]
     )
-    orch = PlaybookOrchestrator(llm, playbook(), tools.registry, retry_policy=FAST_RETRY)
+    orch = PlaybookOrchestrator(llm, playbook(), tools.registry)
     result = await orch.execute_turn("verify me")
     assert not result.tool_results[0].success and "unknown user" in (result.tool_results[0].error or "")
     assert '"error"' in orch.history[2].content
@@ -183,7 +179,7 @@ async def test_tool_not_offered_in_stage_is_refused() -> None:
     pb = playbook()
     pb.stages[0].tools = ["lookup"]
     llm = ScriptedLLM([ScriptedReply(tool_calls=[call("charge", "c1", amount=1)]), "", "No."])
-    orch = PlaybookOrchestrator(llm, pb, tools.registry, retry_policy=FAST_RETRY)
+    orch = PlaybookOrchestrator(llm, pb, tools.registry)
     result = await orch.execute_turn("charge")
     assert tools.ran == [] and result.tool_results[0].error_code == "tool_not_found"
 
@@ -201,7 +197,7 @@ async def test_llm_decision_ends_phase1_and_changes_stage() -> None:
             "See you.",
         ]
     )
-    orch = PlaybookOrchestrator(llm, playbook(), tools.registry, retry_policy=FAST_RETRY)
+    orch = PlaybookOrchestrator(llm, playbook(), tools.registry)
     events = await collect(orch, "that's all")
     change = next(e for e in events if isinstance(e, StageChangeEvent))
     assert (change.from_stage, change.to_stage, change.transition_id, change.reason) == (
@@ -227,9 +223,7 @@ async def test_tool_call_limit_per_turn() -> None:
             "Done.",
         ]
     )
-    orch = PlaybookOrchestrator(
-        llm, playbook(), tools.registry, retry_policy=FAST_RETRY, max_tool_calls_per_turn=2
-    )
+    orch = PlaybookOrchestrator(llm, playbook(), tools.registry, max_tool_calls_per_turn=2)
     result = await orch.execute_turn("look up everything")
     assert tools.ran == ["lookup:1", "lookup:2"]  # the third call is over the limit
     assert len(result.tool_calls) == 2 and len(llm.requests) == 3
@@ -245,9 +239,7 @@ async def test_phase1_timeout_keeps_completed_calls_and_answers() -> None:
             "Here is what I found so far.",
         ]
     )
-    orch = PlaybookOrchestrator(
-        llm, playbook(), tools.registry, retry_policy=FAST_RETRY, phase1_timeout_s=1.0
-    )
+    orch = PlaybookOrchestrator(llm, playbook(), tools.registry, phase1_timeout_s=1.0)
     result = await asyncio.wait_for(orch.execute_turn("search"), 6)
     assert result.phase1_timed_out and result.response == "Here is what I found so far."
     assert [c.call_id for c in result.tool_calls] == ["a"]  # the cancelled slow call is left out
@@ -260,9 +252,7 @@ async def test_phase1_timeout_while_the_llm_thinks() -> None:
     llm = ScriptedLLM(
         [ScriptedReply(tool_calls=[call("lookup", "a", order_id="1")]), "Quick answer."], ttft_s=0.3
     )
-    orch = PlaybookOrchestrator(
-        llm, playbook(), tools.registry, retry_policy=FAST_RETRY, phase1_timeout_s=0.05
-    )
+    orch = PlaybookOrchestrator(llm, playbook(), tools.registry, phase1_timeout_s=0.05)
     events = await asyncio.wait_for(collect(orch, "hurry"), 4)
     assert not any(isinstance(e, ToolCallEvent) for e in events) and tools.ran == []
     assert isinstance(events[-1], TurnCompleteEvent) and events[-1].metadata["phase1_timed_out"] is True
@@ -272,50 +262,27 @@ async def test_phase1_timeout_while_the_llm_thinks() -> None:
 async def test_phase1_timeout_lets_finish_tools_complete() -> None:
     tools = Tools(charge_s=1.0)  # far longer than the timeout, which hits while the charge runs
     llm = ScriptedLLM([ScriptedReply(tool_calls=[call("charge", "a", amount=3)]), "Charged."])
-    orch = PlaybookOrchestrator(
-        llm, playbook(), tools.registry, retry_policy=FAST_RETRY, phase1_timeout_s=0.4
-    )
+    orch = PlaybookOrchestrator(llm, playbook(), tools.registry, phase1_timeout_s=0.4)
     result = await asyncio.wait_for(orch.execute_turn("charge"), 6)
     assert result.phase1_timed_out
     assert tools.finished == ["charge"] and result.tool_results[0].result == {"charged": 3}
     assert result.stage == "billing"  # the completed call still counts for the tool_call transition
 
 
-async def test_retries_with_backoff_then_success(caplog: pytest.LogCaptureFixture) -> None:
-    tools = Tools()
-    err = ProviderServerError("overloaded", provider="scripted")
-    llm = ScriptedLLM([ScriptedReply(error=err), ScriptedReply(error=err), "Hello."])
-    pb = playbook()
-    pb.stages[0].tools = []
-    pb.transitions = []
-    orch = PlaybookOrchestrator(llm, pb, tools.registry, retry_policy=FAST_RETRY)
-    with caplog.at_level(logging.WARNING, logger="llmrtc.playbooks"):
-        result = await orch.execute_turn("hi")
-    assert result.response == "Hello." and len(llm.requests) == 3
-    delays = [r.getMessage() for r in caplog.records if "retrying in" in r.getMessage()]
-    assert [d.rsplit("retrying in ", 1)[1] for d in delays] == ["0.01 s", "0.02 s"]  # exponential
-
-
-def test_default_backoff_is_1_2_4_seconds() -> None:
-    policy = default_retry_policy(3)
-    assert policy.max_attempts == 4
-    for n, expected in ((1, 1.0), (2, 2.0), (3, 4.0)):
-        assert expected * 0.9 <= policy.delay_for(n) <= expected * 1.1
-
-
-async def test_retries_exhausted_and_non_retryable_errors() -> None:
+async def test_the_engine_never_retries_providers_do() -> None:
+    """One retry layer: a failing call reaches the provider once per engine call (providers retry)."""
     tools = Tools()
     err = ProviderServerError("down", provider="scripted")
     llm = ScriptedLLM([ScriptedReply(error=err)] * 3)
-    orch = PlaybookOrchestrator(llm, playbook(), tools.registry, retry_policy=FAST_RETRY)
+    orch = PlaybookOrchestrator(llm, playbook(), tools.registry)
     events = await collect(orch, "hi", turn_id="t9")
     assert isinstance(events[-1], ErrorEvent) and events[-1].error is err and events[-1].component == "llm"
-    assert len(llm.requests) == 3
+    assert len(llm.requests) == 1
     assert [m.role for m in orch.history] == ["user"] and orch.engine.state.turn_count == 0
 
     bad = InvalidRequestError("bad request", provider="scripted")
     llm2 = ScriptedLLM([ScriptedReply(error=bad), "never"])
-    orch2 = PlaybookOrchestrator(llm2, playbook(), tools.registry, retry_policy=FAST_RETRY)
+    orch2 = PlaybookOrchestrator(llm2, playbook(), tools.registry)
     with pytest.raises(InvalidRequestError):
         await orch2.execute_turn("hi")
     assert len(llm2.requests) == 1
@@ -330,7 +297,7 @@ async def test_cancel_in_phase1_records_completed_calls_only() -> None:
             "never reached",
         ]
     )
-    orch = PlaybookOrchestrator(llm, playbook(), tools.registry, retry_policy=FAST_RETRY)
+    orch = PlaybookOrchestrator(llm, playbook(), tools.registry)
     task = asyncio.create_task(collect(orch, "do things", turn_id="t1"))
     await asyncio.wait_for(tools.started.wait(), 4)
     await asyncio.sleep(0.02)
@@ -356,7 +323,7 @@ async def test_cancel_in_phase2_keeps_streamed_text_marked_interrupted() -> None
         ],
         tokens_per_s=50,
     )
-    orch = PlaybookOrchestrator(llm, playbook(), tools.registry, retry_policy=FAST_RETRY)
+    orch = PlaybookOrchestrator(llm, playbook(), tools.registry)
     got_chunk = asyncio.Event()
 
     async def consume() -> None:
@@ -384,7 +351,7 @@ async def test_interrupt_before_commit_uses_spoken_text() -> None:
     pb = playbook()
     pb.stages[0].tools = []
     pb.transitions = []
-    orch = PlaybookOrchestrator(llm, pb, tools.registry, retry_policy=FAST_RETRY)
+    orch = PlaybookOrchestrator(llm, pb, tools.registry)
     stream = orch.stream_turn("go", turn_id="t3")
     async for event in stream:
         if isinstance(event, LLMChunkEvent):
@@ -399,7 +366,7 @@ async def test_single_phase_stage_streams_rounds_with_tools() -> None:
     llm = ScriptedLLM(
         [ScriptedReply(text="Checking. ", tool_calls=[call("lookup", "a", order_id="5")]), "It shipped."]
     )
-    orch = PlaybookOrchestrator(llm, playbook(two_phase=False), tools.registry, retry_policy=FAST_RETRY)
+    orch = PlaybookOrchestrator(llm, playbook(two_phase=False), tools.registry)
     events = await collect(orch, "order 5?")
     text = "".join(e.content for e in events if isinstance(e, LLMChunkEvent))
     assert text == "Checking. It shipped."
@@ -414,7 +381,7 @@ async def test_phase1_skipped_when_stage_has_no_tools() -> None:
     pb.stages[0].tools = []
     pb.transitions = []
     llm = ScriptedLLM(["Hi there."])
-    orch = PlaybookOrchestrator(llm, pb, tools.registry, retry_policy=FAST_RETRY)
+    orch = PlaybookOrchestrator(llm, pb, tools.registry)
     assert (await orch.execute_turn("hello")).response == "Hi there."
     assert len(llm.requests) == 1 and llm.requests[0].tools == []
 
@@ -425,12 +392,15 @@ async def test_history_limit_and_context_note() -> None:
     pb.stages[0].tools = []
     pb.transitions = []
     llm = ScriptedLLM([f"answer {i}" for i in range(5)])
-    orch = PlaybookOrchestrator(llm, pb, tools.registry, retry_policy=FAST_RETRY, history_limit=4)
+    orch = PlaybookOrchestrator(llm, pb, tools.registry, history_limit=4, max_stored_messages=6)
     orch.add_context_note("Alice joined.")
     for i in range(5):
         await orch.execute_turn(f"question {i}", speaker="alice")
-    assert len(orch.history) == 4
-    assert [m.content for m in orch.history] == ["question 3", "answer 3", "question 4", "answer 4"]
+    # history_limit: what the LLM sees of the past; max_stored_messages: what is kept
+    seen = [m.content for m in llm.requests[-1].messages if m.role != "system"]
+    assert seen == ["question 2", "answer 2", "question 3", "answer 3", "question 4"]
+    assert len(orch.history) == 6
+    assert [m.content for m in orch.history][:2] == ["question 2", "answer 2"]
     assert orch.history[0].name == "alice"
 
 
@@ -456,9 +426,7 @@ async def test_metrics_and_hooks_of_a_turn() -> None:
     tools = Tools()
     metrics = InMemoryMetrics()
     llm = ScriptedLLM([ScriptedReply(tool_calls=[call("charge", "c1", amount=2)]), "", "Done."])
-    orch = PlaybookOrchestrator(
-        llm, playbook(), tools.registry, retry_policy=FAST_RETRY, metrics=metrics, hooks=Spy()
-    )
+    orch = PlaybookOrchestrator(llm, playbook(), tools.registry, metrics=metrics, hooks=Spy())
     await orch.execute_turn("charge", turn_id="m1")
     assert seen.count("llm_start:m1") == 3 and "tool_end:charge" in seen
     assert len(metrics.timings(MetricNames.LLM_DURATION, {"provider": "scripted"})) == 3
@@ -490,7 +458,7 @@ async def test_timeout_transition_before_and_after_turns() -> None:
     )
     engine = PlaybookEngine(pb, clock=clock)
     llm = ScriptedLLM(["first", "second"])
-    orch = PlaybookOrchestrator(llm, engine, retry_policy=FAST_RETRY)
+    orch = PlaybookOrchestrator(llm, engine)
     await orch.execute_turn("hello")
     assert engine.current_stage.id == "open"
     clock.now = 31.0  # the user comes back after a long pause

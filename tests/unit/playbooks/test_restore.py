@@ -15,13 +15,10 @@ from llmrtc.playbooks.engine import PlaybookEngine, StageHookContext
 from llmrtc.playbooks.hooks import PlaybookContext, PlaybookHooks
 from llmrtc.playbooks.orchestrator import PlaybookOrchestrator
 from llmrtc.playbooks.voice import VoicePlaybookOrchestrator
-from llmrtc.providers.resilience import RetryPolicy
 from llmrtc.sessions import InMemorySessionStore, SessionState
 from llmrtc.testing import FakeTTS, ScriptedLLM, ScriptedReply
 from llmrtc.tools import ToolRegistry, define_tool
 from llmrtc.types import Message, ToolCallRequest
-
-FAST_RETRY = RetryPolicy(max_attempts=1, base_delay=0.01, jitter=0.0)
 
 
 class Clock:
@@ -88,7 +85,6 @@ def voice(llm: ScriptedLLM, log: EnterLog, clock: Clock, room: str) -> VoicePlay
         engine,
         registry(),
         session_id=room,
-        retry_policy=FAST_RETRY,
     )
 
 
@@ -164,9 +160,7 @@ async def test_a_new_worker_continues_the_playbook_in_its_stage() -> None:
 
 async def test_text_orchestrator_restores_the_same_way() -> None:
     log = EnterLog()
-    source = PlaybookOrchestrator(
-        ScriptedLLM(["", "Welcome."]), playbook(log), registry(), retry_policy=FAST_RETRY
-    )
+    source = PlaybookOrchestrator(ScriptedLLM(["", "Welcome."]), playbook(log), registry())
     await source.execute_turn("hello")
     await source.engine.transition_to("help")
     snap = source.snapshot()
@@ -174,7 +168,7 @@ async def test_text_orchestrator_restores_the_same_way() -> None:
 
     log2 = EnterLog()
     llm = ScriptedLLM(["How can I help?"])
-    target = PlaybookOrchestrator(llm, playbook(log2), registry(), retry_policy=FAST_RETRY)
+    target = PlaybookOrchestrator(llm, playbook(log2), registry())
     target.load_history(source.history)
     target.restore(snap)
     result = await target.execute_turn("again")
@@ -204,13 +198,13 @@ async def test_load_history_repairs_caps_copies_and_validates() -> None:
     await orch.run_text_turn("so?", speak=False)
     assert is_consistent(llm.requests[0].messages[1:])
 
-    capped = PlaybookOrchestrator(ScriptedLLM([]), playbook(EnterLog()), history_limit=3)
+    capped = PlaybookOrchestrator(ScriptedLLM([]), playbook(EnterLog()), max_stored_messages=3)
     given = [Message.user(f"m{i}") for i in range(6)]
     capped.load_history(given)
     assert [m.content for m in capped.history] == ["m3", "m4", "m5"]
     given[5].content = "changed by the caller"
     assert capped.history[-1].content == "m5"
-    unlimited = PlaybookOrchestrator(ScriptedLLM([]), playbook(EnterLog()), history_limit=0)
+    unlimited = PlaybookOrchestrator(ScriptedLLM([]), playbook(EnterLog()), max_stored_messages=10)
     unlimited.load_history(given)
     assert len(unlimited.history) == 6
     with pytest.raises(ConfigError):

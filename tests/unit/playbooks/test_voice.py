@@ -22,11 +22,8 @@ from llmrtc.events import (
 from llmrtc.orchestrator import ConversationOrchestrator, ConversationProviders, OrchestratorConfig
 from llmrtc.playbooks import KeywordCondition, Playbook, Stage, ToolCallCondition, Transition
 from llmrtc.playbooks.voice import VoicePlaybookOrchestrator
-from llmrtc.providers.resilience import RetryPolicy
 from llmrtc.testing import FakeSTT, FakeTTS, ScriptedLLM, ScriptedReply, tone_wav
 from llmrtc.tools import ToolRegistry, define_tool
-
-FAST_RETRY = RetryPolicy(max_attempts=2, base_delay=0.01, jitter=0.0)
 
 
 def registry() -> ToolRegistry:
@@ -80,7 +77,6 @@ async def test_audio_turn_through_playbook_with_streaming_tts() -> None:
         ConversationProviders(llm=llm, stt=FakeSTT(["my account is 123"]), tts=tts),
         playbook(),
         registry(),
-        retry_policy=FAST_RETRY,
     )
     events = await collect(orch.run_turn_stream(tone_wav(0.3), speaker="alice", turn_id="t1"))
     kinds = [type(e) for e in events]
@@ -215,9 +211,7 @@ async def test_barge_in_during_phase1_keeps_finished_tool_and_no_answer() -> Non
         [ScriptedReply(tool_calls=[{"name": "book_slot", "call_id": "k1", "arguments": {"slot": "9am"}}])]
     )
     tts = FakeTTS()
-    voice = VoicePlaybookOrchestrator(
-        ConversationProviders(llm=llm, tts=tts), pb, ToolRegistry([book_slot]), retry_policy=FAST_RETRY
-    )
+    voice = VoicePlaybookOrchestrator(ConversationProviders(llm=llm, tts=tts), pb, ToolRegistry([book_slot]))
 
     async def consume() -> list[TurnEvent]:
         return [e async for e in voice.run_text_turn_stream("book 9am", turn_id="p1")]

@@ -1,0 +1,56 @@
+"""The settings and providers of one conversation (shared by every voice orchestrator)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from llmrtc.providers.base import LLMProvider, STTProvider, TTSProvider, VisionProvider
+from llmrtc.types import STTConfig, TTSConfig
+
+DEFAULT_SYSTEM_PROMPT = (
+    "You are a helpful voice assistant. Answer briefly and conversationally; your words are spoken aloud."
+)
+
+
+@dataclass(slots=True)
+class ConversationProviders:
+    """The providers of one conversation. ``stt`` is needed for audio turns, ``tts`` for speech."""
+
+    llm: LLMProvider
+    stt: STTProvider | None = None
+    tts: TTSProvider | None = None
+    vision: VisionProvider | None = None
+
+
+class OrchestratorConfig(BaseModel):
+    """Settings of a conversation (:class:`~llmrtc.orchestrator.ConversationOrchestrator` and
+    :class:`~llmrtc.playbooks.voice.VoicePlaybookOrchestrator`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    system_prompt: str = DEFAULT_SYSTEM_PROMPT
+    history_limit: int = Field(default=8, ge=0)
+    """How many past messages the LLM sees (tool exchanges are never split)."""
+    max_stored_messages: int = Field(default=200, ge=1)
+    """How many messages are kept in memory (older ones are dropped)."""
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    top_p: float | None = Field(default=None, gt=0, le=1)
+    max_tokens: int | None = Field(default=None, gt=0)
+    model: str | None = None
+    max_tool_rounds: int = Field(default=5, ge=0)
+    """Tool rounds per turn; after them the LLM is asked once more with ``tool_choice="none"``."""
+    streaming_tts: bool = True
+    """Speak sentence by sentence while the LLM streams (False: speak the whole answer at the end)."""
+    stt: STTConfig = Field(default_factory=STTConfig)
+    tts: TTSConfig = Field(default_factory=TTSConfig)
+    speaker_labels: Literal["name", "prefix"] = "name"
+    hold_output_for_guardrail: bool | None = None
+    """Hold each round's text and audio until ``on_llm_end`` passed. ``None``: only when a hook other than
+    the logging hooks overrides ``on_llm_end`` (a guardrail), so a blocked answer is never spoken."""
+    vision_prompt: str = "Describe what you see, briefly and factually, for someone who cannot see it."
+
+
+__all__ = ["DEFAULT_SYSTEM_PROMPT", "ConversationProviders", "OrchestratorConfig"]

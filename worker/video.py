@@ -23,16 +23,17 @@ import io
 import logging
 import time
 from collections import OrderedDict, deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Literal, Protocol, cast
+from typing import Any, Literal, Protocol, cast
 
 from livekit import rtc
 
 from llmrtc.metrics import MetricNames, MetricsAdapter, safe_metrics
 from llmrtc.types import VisionAttachment
 from llmrtc.vision import (
+    VISION_ATTRIBUTE,
     Look,
     LookVia,
     VideoSource,
@@ -174,7 +175,7 @@ class VideoFrames:
         self._given: deque[float] = deque()
         self._turns: OrderedDict[str, _Usage] = OrderedDict()
         self._closed = False
-        self._releasing: set[asyncio.Task[None]] = set()
+        self._releasing: set[asyncio.Task[Any]] = set()
         self.stats: dict[str, int] = {"sampled": 0, "given": 0, "limited": 0, "encoded": 0}
         """Counters: frames kept (sampled), given out, refused by a limit, and encodings done."""
 
@@ -227,6 +228,59 @@ class VideoFrames:
             if state is not None:
                 await self._release(state)
         return len(keys)
+
+    def follow(self, room: rtc.Room) -> Callable[[], None]:
+        """Keep the video of ``room``'s humans: the tracks already subscribed, then follow subscribe,
+        unsubscribe, disconnect and ``llmrtc.vision`` attribute changes (a participant who disallows vision
+        has their tracks released; one who allows it again is read again).
+
+        Returns a function that stops following (the tracks stay until removed or :meth:`aclose`).
+        """
+
+        def subscribed(
+            track: rtc.Track, publication: rtc.RemoteTrackPublication, participant: rtc.RemoteParticipant
+        ) -> None:
+            if track.kind == rtc.TrackKind.KIND_VIDEO and self.wants(participant, publication.source):
+                self.add_track(track, participant, publication.source)
+
+        def unsubscribed(
+            track: rtc.Track, publication: rtc.RemoteTrackPublication, participant: rtc.RemoteParticipant
+        ) -> None:
+            self._spawn(self.remove_track(track))
+
+        def left(participant: rtc.RemoteParticipant) -> None:
+            self._spawn(self.remove_participant(participant.identity))
+
+        def attributes(changed: dict[str, str], participant: rtc.Participant) -> None:
+            if VISION_ATTRIBUTE not in changed or not isinstance(participant, rtc.RemoteParticipant):
+                return
+            if not vision_allowed(dict(participant.attributes)):
+                self._spawn(self.remove_participant(participant.identity))
+                return
+            for publication in participant.track_publications.values():
+                kind = video_source(publication.source)
+                known = kind is not None and (participant.identity, kind) in self._tracks
+                if publication.track is not None and publication.subscribed and not known:
+                    subscribed(publication.track, publication, participant)
+
+        handlers: dict[str, Callable[..., None]] = {
+            "track_subscribed": subscribed,
+            "track_unsubscribed": unsubscribed,
+            "participant_disconnected": left,
+            "participant_attributes_changed": attributes,
+        }
+        for event, handler in handlers.items():
+            room.on(event, handler)  # type: ignore[arg-type]
+        for participant in room.remote_participants.values():
+            for publication in participant.track_publications.values():
+                if publication.track is not None and publication.subscribed:
+                    subscribed(publication.track, publication, participant)
+
+        def stop() -> None:
+            for event, handler in handlers.items():
+                room.off(event, handler)  # type: ignore[arg-type]
+
+        return stop
 
     def tracks(self) -> list[tuple[str, VideoSource]]:
         """``(identity, source)`` of every track being read."""
@@ -441,7 +495,10 @@ class VideoFrames:
         )
 
     def _spawn_release(self, state: _Track) -> None:
-        task = asyncio.create_task(self._release(state))
+        self._spawn(self._release(state))
+
+    def _spawn(self, work: Coroutine[Any, Any, object]) -> None:
+        task = asyncio.create_task(work)
         self._releasing.add(task)
         task.add_done_callback(self._releasing.discard)
 

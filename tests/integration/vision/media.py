@@ -92,8 +92,13 @@ class PictureTrack:
             self.frames += 1
             await asyncio.sleep(1 / self.fps)
 
-    async def publish(self, room: rtc.Room) -> rtc.LocalTrackPublication:
-        options = rtc.TrackPublishOptions(source=self.source_kind)  # type: ignore[arg-type]
+    async def publish(self, room: rtc.Room, *, simulcast: bool = False) -> rtc.LocalTrackPublication:
+        """Publish as VP8 (one layer by default: the development server does not negotiate simulcast)."""
+        options = rtc.TrackPublishOptions(
+            source=self.source_kind,  # type: ignore[arg-type]
+            video_codec=rtc.VideoCodec.VP8,
+            simulcast=simulcast,
+        )
         return await room.local_participant.publish_track(self.track, options)
 
     async def aclose(self) -> None:

@@ -8,9 +8,15 @@ once complete. Everything comes out at the asked rate.
 
 from __future__ import annotations
 
+import io
 from collections.abc import AsyncIterable, AsyncIterator
+from typing import Any
 
-from llmrtc.audio.codec import StreamDecoder
+import numpy as np
+
+from llmrtc.audio.codec import Resampler, StreamDecoder
+from llmrtc.audio.wav import pcm16_to_wav
+from llmrtc.errors import CodecError
 from llmrtc.types import TTSChunk
 
 
@@ -48,4 +54,82 @@ async def pcm_chunks(
         yield TTSChunk(pcm=bytes(pending[i : i + step]), sample_rate=sample_rate)
 
 
-__all__ = ["pcm_chunks"]
+async def at_rate(chunks: AsyncIterable[TTSChunk], rate: int) -> AsyncIterator[TTSChunk]:
+    """``chunks`` resampled to ``rate`` (a stateful resampler, so pieces join seamlessly); word timings,
+    in seconds, stay as they are. Chunks already at ``rate`` pass untouched."""
+    resampler: Resampler | None = None
+    async for chunk in chunks:
+        if chunk.sample_rate == rate and resampler is None:
+            yield chunk
+            continue
+        if resampler is None or resampler.in_rate != chunk.sample_rate:
+            if resampler is not None:
+                tail = resampler.flush()
+                if tail:
+                    yield TTSChunk(pcm=tail, sample_rate=rate)
+            resampler = Resampler(chunk.sample_rate, rate)
+        pcm = resampler.process(chunk.pcm)
+        if pcm or chunk.words:
+            yield TTSChunk(pcm=pcm, sample_rate=rate, words=chunk.words)
+    if resampler is not None:
+        tail = resampler.flush()
+        if tail:
+            yield TTSChunk(pcm=tail, sample_rate=rate)
+
+
+#: PyAV container and codec for each encoded format :func:`encode_audio` writes, and the rates the codec takes.
+_ENCODERS: dict[str, tuple[str, str, tuple[int, ...]]] = {
+    "mp3": ("mp3", "libmp3lame", (8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000)),
+    "opus": ("ogg", "libopus", (8000, 12000, 16000, 24000, 48000)),
+    "ogg": ("ogg", "libopus", (8000, 12000, 16000, 24000, 48000)),
+    "flac": ("flac", "flac", ()),
+    "aac": ("adts", "aac", (8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000)),
+}
+
+
+def encoded_rate(fmt: str, rate: int) -> int:
+    """The rate ``fmt`` will be encoded at for PCM at ``rate`` (Opus takes only 8/12/16/24/48 kHz)."""
+    entry = _ENCODERS.get(fmt)
+    if entry is None or not entry[2] or rate in entry[2]:
+        return rate
+    return min(entry[2], key=lambda r: (r < rate, abs(r - rate)))
+
+
+def encode_audio(pcm: bytes, rate: int, fmt: str) -> tuple[bytes, int]:
+    """PCM16 mono at ``rate`` as a file in ``fmt`` (``pcm``, ``wav``, ``mp3``, ``opus``/``ogg`` as Ogg Opus,
+    ``flac``, ``aac`` as ADTS), and the rate it was encoded at. Raises :class:`CodecError` for other formats."""
+    fmt = fmt.lower()
+    if fmt == "pcm":
+        return pcm, rate
+    if fmt == "wav":
+        return pcm16_to_wav(pcm, rate), rate
+    entry = _ENCODERS.get(fmt)
+    if entry is None:
+        raise CodecError(f"cannot encode {fmt!r}: use pcm, wav, mp3, opus, ogg, flac or aac")
+    container, codec, _ = entry
+    out_rate = encoded_rate(fmt, rate)
+    if out_rate != rate:
+        resampler = Resampler(rate, out_rate)
+        pcm = resampler.process(pcm) + resampler.flush()
+    from llmrtc.audio.codec import _av
+
+    av: Any = _av()
+    buf = io.BytesIO()
+    try:
+        with av.open(buf, mode="w", format=container) as out:
+            stream = out.add_stream(codec, rate=out_rate, layout="mono")
+            if pcm:
+                frame = av.AudioFrame.from_ndarray(
+                    np.frombuffer(pcm, dtype="<i2").reshape(1, -1), format="s16", layout="mono"
+                )
+                frame.sample_rate = out_rate
+                for packet in stream.encode(frame):
+                    out.mux(packet)
+            for packet in stream.encode(None):
+                out.mux(packet)
+    except (av.FFmpegError, ValueError) as exc:
+        raise CodecError(f"could not encode {fmt}: {exc}") from exc
+    return buf.getvalue(), out_rate
+
+
+__all__ = ["at_rate", "encode_audio", "encoded_rate", "pcm_chunks"]

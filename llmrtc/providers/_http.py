@@ -26,8 +26,15 @@ def join_url(base: str, path: str) -> str:
 class SessionHolder:
     """A lazily created :class:`aiohttp.ClientSession` owned by one provider."""
 
-    def __init__(self, timeout_s: float | None, headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        timeout_s: float | None,
+        headers: dict[str, str] | None = None,
+        *,
+        connect_timeout_s: float | None = None,
+    ) -> None:
         self._timeout_s = timeout_s
+        self._connect_timeout_s = connect_timeout_s if connect_timeout_s is not None else timeout_s
         self._headers = dict(headers or {})
         self._session: aiohttp.ClientSession | None = None
 
@@ -38,7 +45,7 @@ class SessionHolder:
     def get(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
             timeout = aiohttp.ClientTimeout(
-                total=None, sock_connect=self._timeout_s, sock_read=self._timeout_s
+                total=None, sock_connect=self._connect_timeout_s, sock_read=self._timeout_s
             )
             self._session = aiohttp.ClientSession(timeout=timeout, headers=self._headers)
         return self._session

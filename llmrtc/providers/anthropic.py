@@ -23,7 +23,15 @@ from llmrtc.providers._errors import (
 )
 from llmrtc.providers._messages import speaker_text, system_and_turns, tool_call_id
 from llmrtc.providers.base import LLMCapabilities, LLMProvider, ToolCallAccumulator
-from llmrtc.providers.resilience import RetryPolicy, call_with_retries, stream_with_retries
+from llmrtc.providers.resilience import (
+    DEFAULT_CONNECT_TIMEOUT_S,
+    DEFAULT_TIMEOUT_S,
+    RetryPolicy,
+    call_with_retries,
+    check_timeouts,
+    retry_policy,
+    stream_with_retries,
+)
 from llmrtc.types import (
     LLMChunk,
     LLMRequest,
@@ -74,8 +82,11 @@ class AnthropicLLMProvider(LLMProvider):
         model: str = "claude-sonnet-5-5",
         max_tokens: int = 4096,
         base_url: str | None = None,
-        timeout_s: float = 60.0,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
         retry: RetryPolicy | None = None,
+        *,
+        connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S,
+        max_retries: int | None = None,
     ) -> None:
         self.api_key = api_key or os.environ.get("ANTHROPIC_API_KEY")
         if not self.api_key:
@@ -83,20 +94,26 @@ class AnthropicLLMProvider(LLMProvider):
         self.model = model
         self.max_tokens = max_tokens
         self.base_url = base_url
+        check_timeouts(timeout_s, connect_timeout_s)
         self.timeout_s = timeout_s
-        self.retry = retry or RetryPolicy()
+        self.connect_timeout_s = connect_timeout_s
+        self.retry = retry_policy(retry, max_retries)
         self._client: AsyncAnthropic | None = None
 
     def _sdk(self) -> AsyncAnthropic:
         if self._client is None:
             try:
+                import httpx2
                 from anthropic import AsyncAnthropic
             except ImportError as exc:  # pragma: no cover - depends on the installed extras
                 raise ConfigError(
                     "Anthropic needs the 'anthropic' extra: pip install 'llmrtc[anthropic]'"
                 ) from exc
             self._client = AsyncAnthropic(
-                api_key=self.api_key, base_url=self.base_url, timeout=self.timeout_s, max_retries=0
+                api_key=self.api_key,
+                base_url=self.base_url,
+                timeout=httpx2.Timeout(self.timeout_s, connect=self.connect_timeout_s),
+                max_retries=0,
             )
         return self._client
 

@@ -133,18 +133,26 @@ class TTSProvider(ABC):
 
     @abstractmethod
     def speak_stream(self, text: str, config: TTSConfig | None = None) -> AsyncIterator[TTSChunk]:
-        """Synthesize ``text``, yielding PCM as soon as it is available."""
+        """Synthesize ``text``, yielding PCM as soon as it is available, at ``config.sample_rate`` when set
+        (else :attr:`sample_rate`). ``config.format`` picks what travels on the wire where the vendor lets
+        the caller choose; the chunks are PCM whatever it is."""
 
     async def speak(self, text: str, config: TTSConfig | None = None) -> TTSResult:
-        """Synthesize ``text`` completely. The default gathers :meth:`speak_stream`."""
+        """Synthesize ``text`` completely, as ``config.format`` (default ``pcm``) at ``config.sample_rate``
+        (default :attr:`sample_rate`). The default gathers :meth:`speak_stream` and encodes locally; vendors
+        that can send the asked format themselves override this."""
+        from llmrtc.providers._audio import at_rate, encode_audio
+
+        cfg = config or TTSConfig()
+        target = cfg.sample_rate or self.sample_rate
         pcm = bytearray()
-        rate = self.sample_rate
-        async for chunk in self.speak_stream(text, config):
-            if chunk.sample_rate != rate and pcm:
-                raise ProviderResponseError("sample rate changed mid-stream", provider=self.name)
-            rate = chunk.sample_rate
+        async for chunk in at_rate(self.speak_stream(text, cfg), target):
             pcm.extend(chunk.pcm)
-        return TTSResult(audio=bytes(pcm), format="pcm", sample_rate=rate)
+        fmt = cfg.format or "pcm"
+        if fmt == "pcm":
+            return TTSResult(audio=bytes(pcm), format="pcm", sample_rate=target)
+        audio, encoded_rate = encode_audio(bytes(pcm), target, fmt)
+        return TTSResult(audio=audio, format=fmt, sample_rate=encoded_rate)
 
     async def speak_text_stream(
         self, texts: AsyncIterable[str], config: TTSConfig | None = None

@@ -32,7 +32,15 @@ from llmrtc.providers._errors import (
 )
 from llmrtc.providers._messages import speaker_text, system_and_turns, tool_call_id
 from llmrtc.providers.base import LLMCapabilities, LLMProvider, ToolCallAccumulator
-from llmrtc.providers.resilience import RetryPolicy, call_with_retries, stream_with_retries
+from llmrtc.providers.resilience import (
+    DEFAULT_CONNECT_TIMEOUT_S,
+    DEFAULT_TIMEOUT_S,
+    RetryPolicy,
+    call_with_retries,
+    check_timeouts,
+    retry_policy,
+    stream_with_retries,
+)
 from llmrtc.types import (
     LLMChunk,
     LLMRequest,
@@ -110,9 +118,12 @@ class BedrockLLMProvider(LLMProvider):
         credentials: AWSCredentials | Mapping[str, str | None] | None = None,
         endpoint_url: str | None = None,
         max_tokens: int = 4096,
-        timeout_s: float = 60.0,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
         retry: RetryPolicy | None = None,
         profile: str | None = None,
+        *,
+        connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S,
+        max_retries: int | None = None,
     ) -> None:
         self.region = region
         self.model = model
@@ -123,8 +134,10 @@ class BedrockLLMProvider(LLMProvider):
         )
         self.endpoint_url = endpoint_url
         self.max_tokens = max_tokens
+        check_timeouts(timeout_s, connect_timeout_s)
         self.timeout_s = timeout_s
-        self.retry = retry or RetryPolicy()
+        self.connect_timeout_s = connect_timeout_s
+        self.retry = retry_policy(retry, max_retries)
         self.profile = profile
         self._stack: AsyncExitStack | None = None
         self._client: Any = None
@@ -150,7 +163,7 @@ class BedrockLLMProvider(LLMProvider):
                 )
                 config = Config(
                     retries={"total_max_attempts": 1, "mode": "standard"},
-                    connect_timeout=min(self.timeout_s, 10.0),
+                    connect_timeout=self.connect_timeout_s,
                     read_timeout=self.timeout_s,
                 )
                 stack = AsyncExitStack()

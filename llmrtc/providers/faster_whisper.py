@@ -27,7 +27,14 @@ from llmrtc.providers._http import (
 )
 from llmrtc.providers._lazy import LoadedOnce
 from llmrtc.providers.base import STTProvider
-from llmrtc.providers.resilience import RetryPolicy, call_with_retries
+from llmrtc.providers.resilience import (
+    DEFAULT_CONNECT_TIMEOUT_S,
+    DEFAULT_TIMEOUT_S,
+    RetryPolicy,
+    call_with_retries,
+    check_timeouts,
+    retry_policy,
+)
 from llmrtc.types import STTConfig, STTResult
 
 log = logging.getLogger("llmrtc.providers.faster_whisper")
@@ -59,17 +66,21 @@ class FasterWhisperSTTProvider(STTProvider):
         language: str | None = None,
         *,
         api_key: str | None = None,
-        timeout_s: float = 60.0,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
+        connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S,
+        max_retries: int | None = None,
         retry: RetryPolicy | None = None,
     ) -> None:
+        check_timeouts(timeout_s, connect_timeout_s)
         self.base_url = base_url
         self.url = transcription_url(base_url)
         self.model = model
         self.language = language
         self.timeout_s = timeout_s
-        self.retry = retry or RetryPolicy()
+        self.connect_timeout_s = connect_timeout_s
+        self.retry = retry_policy(retry, max_retries)
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self._http = SessionHolder(timeout_s, headers)
+        self._http = SessionHolder(timeout_s, headers, connect_timeout_s=connect_timeout_s)
 
     async def aclose(self) -> None:
         await self._http.aclose()

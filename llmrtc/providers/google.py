@@ -33,7 +33,17 @@ from llmrtc.providers._errors import (
 )
 from llmrtc.providers._messages import speaker_text, system_and_turns
 from llmrtc.providers.base import LLMCapabilities, LLMProvider, ToolCallAccumulator
-from llmrtc.providers.resilience import RetryPolicy, call_with_retries, stream_with_retries
+from llmrtc.providers.resilience import (
+    DEFAULT_CONNECT_TIMEOUT_S,
+    DEFAULT_TIMEOUT_S,
+    RetryPolicy,
+    call_with_retries,
+    check_timeouts,
+    read_within,
+    retry_policy,
+    stream_with_retries,
+    within,
+)
 from llmrtc.types import (
     LLMChunk,
     LLMRequest,
@@ -68,17 +78,22 @@ class GeminiLLMProvider(LLMProvider):
         api_key: str | None = None,
         model: str = "gemini-2.5-flash",
         base_url: str | None = None,
-        timeout_s: float = 60.0,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
         retry: RetryPolicy | None = None,
         api_version: str | None = None,
+        *,
+        connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S,
+        max_retries: int | None = None,
     ) -> None:
         self.api_key = api_key or os.environ.get("GOOGLE_API_KEY") or os.environ.get("GEMINI_API_KEY")
         if not self.api_key:
             raise ConfigError("Gemini needs an API key: pass api_key or set GOOGLE_API_KEY")
         self.model = model
         self.base_url = base_url
+        check_timeouts(timeout_s, connect_timeout_s)
         self.timeout_s = timeout_s
-        self.retry = retry or RetryPolicy()
+        self.connect_timeout_s = connect_timeout_s
+        self.retry = retry_policy(retry, max_retries)
         self.api_version = api_version
         self._client: Client | None = None
         # Gemini's thinking models sign their function calls; the signature must travel back with the call.
@@ -90,9 +105,9 @@ class GeminiLLMProvider(LLMProvider):
                 from google.genai import Client, types
             except ImportError as exc:  # pragma: no cover - depends on the installed extras
                 raise ConfigError("Gemini needs the 'google' extra: pip install 'llmrtc[google]'") from exc
-            options = types.HttpOptions(
-                base_url=self.base_url, api_version=self.api_version, timeout=int(self.timeout_s * 1000)
-            )
+            # The client only knows a total timeout (which would cut long streams): the limits are applied
+            # here instead, per request and per streamed chunk.
+            options = types.HttpOptions(base_url=self.base_url, api_version=self.api_version)
             self._client = Client(api_key=self.api_key, vertexai=False, http_options=options)
         return self._client
 
@@ -100,6 +115,9 @@ class GeminiLLMProvider(LLMProvider):
         if self._client is not None:
             await self._client.aio.aclose()
             self._client = None
+
+    def _timed_out(self) -> ProviderError:
+        return timeout_error(PROVIDER, self.timeout_s)
 
     # ------------------------------------------------------------------------------------------ calls
 
@@ -109,8 +127,10 @@ class GeminiLLMProvider(LLMProvider):
 
         async def once() -> LLMResult:
             with mapped_errors(map_error):
-                response = await self._sdk().aio.models.generate_content(
-                    model=model, contents=contents, config=config
+                response = await within(
+                    self._sdk().aio.models.generate_content(model=model, contents=contents, config=config),
+                    self.connect_timeout_s + self.timeout_s,
+                    self._timed_out,
                 )
             return self._result(response.model_dump(exclude_none=True))
 
@@ -130,10 +150,12 @@ class GeminiLLMProvider(LLMProvider):
         finish: str | None = None
         n_calls = 0
         with mapped_errors(map_error):
-            stream = await self._sdk().aio.models.generate_content_stream(
-                model=model, contents=contents, config=config
+            stream = await within(
+                self._sdk().aio.models.generate_content_stream(model=model, contents=contents, config=config),
+                self.connect_timeout_s + self.timeout_s,
+                self._timed_out,
             )
-            async for response in stream:
+            async for response in read_within(stream, self.timeout_s, self._timed_out):
                 data = response.model_dump(exclude_none=True)
                 usage = _usage(data) or usage
                 _raise_if_blocked(data)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from llmrtc.providers.openai import OpenAILLMProvider
-from llmrtc.providers.resilience import RetryPolicy
+from llmrtc.providers.resilience import DEFAULT_CONNECT_TIMEOUT_S, DEFAULT_TIMEOUT_S, RetryPolicy
 
 if TYPE_CHECKING:
     from openai import AsyncOpenAI
@@ -26,7 +26,9 @@ class LMStudioLLMProvider(OpenAILLMProvider):
         model: str = DEFAULT_LMSTUDIO_MODEL,
         api_key: str | None = None,
         *,
-        timeout_s: float = 120.0,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
+        connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S,
+        max_retries: int | None = None,
         retry: RetryPolicy | None = None,
         client: AsyncOpenAI | None = None,
     ) -> None:
@@ -35,6 +37,8 @@ class LMStudioLLMProvider(OpenAILLMProvider):
             model=model,
             base_url=base_url,
             timeout_s=timeout_s,
+            connect_timeout_s=connect_timeout_s,
+            max_retries=max_retries,
             retry=retry,
             client=client,
         )

@@ -23,7 +23,15 @@ from llmrtc.providers._http import (
 )
 from llmrtc.providers._messages import function_tools, speaker_text
 from llmrtc.providers.base import LLMCapabilities, LLMProvider, ToolCallAccumulator, VisionProvider
-from llmrtc.providers.resilience import RetryPolicy, call_with_retries, stream_with_retries
+from llmrtc.providers.resilience import (
+    DEFAULT_CONNECT_TIMEOUT_S,
+    DEFAULT_TIMEOUT_S,
+    RetryPolicy,
+    call_with_retries,
+    check_timeouts,
+    retry_policy,
+    stream_with_retries,
+)
 from llmrtc.types import (
     LLMChunk,
     LLMRequest,
@@ -77,13 +85,19 @@ class _OllamaClient:
     name = "ollama"
 
     def _setup_http(
-        self, base_url: str, api_key: str | None, timeout_s: float, retry: RetryPolicy | None
+        self,
+        base_url: str,
+        api_key: str | None,
+        limits: tuple[float, float, RetryPolicy | None, int | None],
     ) -> None:
+        timeout_s, connect_timeout_s, retry, max_retries = limits
+        check_timeouts(timeout_s, connect_timeout_s)
         self.base_url = base_url.rstrip("/")
         self.timeout_s = timeout_s
-        self.retry = retry or RetryPolicy()
+        self.connect_timeout_s = connect_timeout_s
+        self.retry = retry_policy(retry, max_retries)
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self._http = SessionHolder(timeout_s, headers)
+        self._http = SessionHolder(timeout_s, headers, connect_timeout_s=connect_timeout_s)
 
     async def aclose(self) -> None:
         await self._http.aclose()
@@ -138,13 +152,15 @@ class OllamaLLMProvider(_OllamaClient, LLMProvider):
         api_key: str | None = None,
         keep_alive: str | None = None,
         options: dict[str, Any] | None = None,
-        timeout_s: float = 120.0,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
+        connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S,
+        max_retries: int | None = None,
         retry: RetryPolicy | None = None,
     ) -> None:
         self.model = model
         self.keep_alive = keep_alive
         self.options = dict(options or {})
-        self._setup_http(base_url, api_key, timeout_s, retry)
+        self._setup_http(base_url, api_key, (timeout_s, connect_timeout_s, retry, max_retries))
 
     def _payload(self, request: LLMRequest, stream: bool) -> dict[str, Any]:
         payload: dict[str, Any] = {
@@ -247,11 +263,13 @@ class LlavaVisionProvider(_OllamaClient, VisionProvider):
         base_url: str = OLLAMA_BASE_URL,
         *,
         api_key: str | None = None,
-        timeout_s: float = 120.0,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
+        connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S,
+        max_retries: int | None = None,
         retry: RetryPolicy | None = None,
     ) -> None:
         self.model = model
-        self._setup_http(base_url, api_key, timeout_s, retry)
+        self._setup_http(base_url, api_key, (timeout_s, connect_timeout_s, retry, max_retries))
 
     async def describe(self, request: VisionRequest) -> VisionResult:
         if not request.attachments:

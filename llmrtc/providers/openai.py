@@ -22,6 +22,15 @@ from llmrtc.providers._errors import (
     timeout_error,
 )
 from llmrtc.providers._messages import function_tools
+from llmrtc.providers._validate import (
+    SNIFF_BYTES,
+    accepts,
+    check_content_type,
+    checked_audio,
+    json_object,
+    looks_like_a_document,
+    unexpected_body,
+)
 from llmrtc.providers.base import (
     LLMCapabilities,
     LLMProvider,
@@ -30,7 +39,15 @@ from llmrtc.providers.base import (
     TTSCapabilities,
     TTSProvider,
 )
-from llmrtc.providers.resilience import RetryPolicy, call_with_retries, stream_with_retries
+from llmrtc.providers.resilience import (
+    DEFAULT_CONNECT_TIMEOUT_S,
+    DEFAULT_TIMEOUT_S,
+    RetryPolicy,
+    call_with_retries,
+    check_timeouts,
+    retry_policy,
+    stream_with_retries,
+)
 from llmrtc.types import (
     LLMChunk,
     LLMRequest,
@@ -45,6 +62,7 @@ from llmrtc.types import (
     ToolDefinition,
     TTSChunk,
     TTSConfig,
+    TTSResult,
     Usage,
 )
 
@@ -78,11 +96,14 @@ def make_client(
     api_key: str,
     base_url: str | None,
     timeout_s: float,
+    connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S,
     default_headers: Mapping[str, str] | None = None,
     organization: str | None = None,
 ) -> AsyncOpenAI:
-    """An ``AsyncOpenAI`` client with the SDK's own retries off."""
+    """An ``AsyncOpenAI`` client with the SDK's own retries off; ``timeout_s`` bounds each read, so a long
+    stream is fine while a stalled one is not."""
     try:
+        import httpx2
         from openai import AsyncOpenAI
     except ImportError as exc:
         raise ConfigError("the OpenAI providers need the openai SDK: pip install 'llmrtc[openai]'") from exc
@@ -90,7 +111,7 @@ def make_client(
         api_key=api_key,
         base_url=base_url,
         organization=organization,
-        timeout=timeout_s,
+        timeout=httpx2.Timeout(timeout_s, connect=connect_timeout_s),
         max_retries=0,
         default_headers=dict(default_headers) if default_headers else None,
     )
@@ -213,6 +234,10 @@ def _usage(raw: Any) -> Usage | None:
     return Usage(input_tokens=raw.prompt_tokens or 0, output_tokens=raw.completion_tokens or 0)
 
 
+_Limits = tuple[float, float, "RetryPolicy | None", "int | None"]
+"""``(timeout_s, connect_timeout_s, retry, max_retries)`` as each constructor received them."""
+
+
 def _require_key(name: str, api_key: str | None, client: AsyncOpenAI | None) -> None:
     if not api_key and client is None:
         raise ConfigError(f"{name}: an API key is required (pass api_key= or set OPENAI_API_KEY)")
@@ -224,6 +249,7 @@ class _OpenAIClient:
     name: str
     base_url: str | None
     timeout_s: float
+    connect_timeout_s: float
     retry: RetryPolicy
     _client: AsyncOpenAI
 
@@ -231,8 +257,7 @@ class _OpenAIClient:
         self,
         api_key: str | None,
         base_url: str | None,
-        timeout_s: float,
-        retry: RetryPolicy | None,
+        limits: _Limits,
         default_headers: Mapping[str, str] | None,
         client: AsyncOpenAI | None,
         *,
@@ -240,13 +265,17 @@ class _OpenAIClient:
     ) -> None:
         """Check for a key (unless a client is given) and make the client (the SDK's own retries off)."""
         _require_key(self.name, api_key, client)
+        timeout_s, connect_timeout_s, retry, max_retries = limits
+        check_timeouts(timeout_s, connect_timeout_s)
         self.base_url = base_url
         self.timeout_s = timeout_s
-        self.retry = retry or RetryPolicy()
+        self.connect_timeout_s = connect_timeout_s
+        self.retry = retry_policy(retry, max_retries)
         self._client = client or make_client(
             api_key=api_key or "",
             base_url=base_url,
             timeout_s=timeout_s,
+            connect_timeout_s=connect_timeout_s,
             default_headers=default_headers,
             organization=organization,
         )
@@ -275,12 +304,15 @@ class OpenAILLMProvider(_OpenAIClient, LLMProvider):
         base_url: str | None = None,
         *,
         organization: str | None = None,
-        timeout_s: float = 60.0,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
+        connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S,
+        max_retries: int | None = None,
         retry: RetryPolicy | None = None,
         default_headers: Mapping[str, str] | None = None,
         client: AsyncOpenAI | None = None,
     ) -> None:
-        self._connect(api_key, base_url, timeout_s, retry, default_headers, client, organization=organization)
+        limits = (timeout_s, connect_timeout_s, retry, max_retries)
+        self._connect(api_key, base_url, limits, default_headers, client, organization=organization)
         self.model = model
 
     def _params(self, request: LLMRequest) -> dict[str, Any]:
@@ -309,7 +341,11 @@ class OpenAILLMProvider(_OpenAIClient, LLMProvider):
 
         async def once() -> LLMResult:
             try:
-                resp = await self._client.chat.completions.create(**params)
+                raw = await self._client.chat.completions.with_raw_response.create(**params)
+                json_object(
+                    self.name, raw.content, raw.headers.get("content-type"), required={"choices": list}
+                )
+                resp = raw.parse()
             except _sdk_errors() as exc:
                 raise self._error(exc) from exc
             if not resp.choices:
@@ -348,6 +384,10 @@ class OpenAILLMProvider(_OpenAIClient, LLMProvider):
             extra["stream_options"] = {"include_usage": True}
         try:
             sdk_stream = await self._client.chat.completions.create(**params, **extra)
+            content_type = sdk_stream.response.headers.get("content-type")
+            if not accepts(content_type, "sse"):
+                body = await sdk_stream.response.aread()
+                raise unexpected_body(self.name, body, content_type, "sse")
         except _sdk_errors() as exc:
             raise self._error(exc) from exc
         acc = ToolCallAccumulator(self.name)
@@ -402,12 +442,16 @@ class OpenAISTTProvider(_OpenAIClient, STTProvider):
         *,
         prompt: str | None = None,
         response_format: str | None = None,
-        timeout_s: float = 60.0,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
+        connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S,
+        max_retries: int | None = None,
         retry: RetryPolicy | None = None,
         default_headers: Mapping[str, str] | None = None,
         client: AsyncOpenAI | None = None,
     ) -> None:
-        self._connect(api_key, base_url, timeout_s, retry, default_headers, client)
+        self._connect(
+            api_key, base_url, (timeout_s, connect_timeout_s, retry, max_retries), default_headers, client
+        )
         self.model = model
         self.language = language
         self.prompt = prompt
@@ -435,20 +479,25 @@ class OpenAISTTProvider(_OpenAIClient, STTProvider):
         if cfg.temperature is not None:
             params["temperature"] = cfg.temperature
 
+        as_json = params["response_format"] in ("json", "verbose_json")
+
         async def once() -> STTResult:
             try:
-                resp = await self._client.audio.transcriptions.create(**params)
+                raw = await self._client.audio.transcriptions.with_raw_response.create(**params)
+                body, content_type = raw.content, raw.headers.get("content-type")
             except _sdk_errors() as exc:
                 raise map_openai_error(self.name, exc, self.timeout_s) from exc
-            if isinstance(resp, str):
-                return STTResult(text=resp.strip(), language=language)
-            text = getattr(resp, "text", None)
-            if not isinstance(text, str):
-                raise ProviderResponseError("the transcription has no text", provider=self.name)
+            if not as_json:  # text, srt, vtt: the body is the transcript
+                check_content_type(self.name, content_type, "text", head=body[:512])
+                if looks_like_a_document(body[:SNIFF_BYTES]):
+                    raise unexpected_body(self.name, body, content_type, "text")
+                return STTResult(text=body.decode("utf-8", "replace").strip(), language=language)
+            data = json_object(self.name, body, content_type, required={"text": str})
+            duration = data.get("duration")
             return STTResult(
-                text=text.strip(),
-                language=getattr(resp, "language", None) or language,
-                duration_s=getattr(resp, "duration", None),
+                text=data["text"].strip(),
+                language=data.get("language") or language,
+                duration_s=float(duration) if isinstance(duration, (int, float)) else None,
             )
 
         return await call_with_retries(once, self.retry)
@@ -461,11 +510,20 @@ OpenAIWhisperProvider = OpenAISTTProvider
 # ---------------------------------------------------------------------------------------------- TTS
 
 
+#: The ``response_format`` values of ``/audio/speech``, and what a :class:`TTSConfig` ``format`` asks for.
+TTS_FORMATS = ("pcm", "wav", "mp3", "opus", "aac", "flac")
+_CONFIG_FORMAT = {"ogg": "opus"}  # OpenAI's opus is Ogg Opus
+
+
 class OpenAITTSProvider(_OpenAIClient, TTSProvider):
     """OpenAI speech: models (``tts-1``, ``tts-1-hd``, ``gpt-4o-mini-tts``), voices, speed.
 
-    Asks for raw ``pcm`` (24 kHz PCM16 mono) by default so streaming needs no decoding; other formats
-    (``wav``, ``mp3``, ``opus``, ``aac``, ``flac``) are decoded to PCM at :attr:`sample_rate`.
+    Asks for raw ``pcm`` by default so streaming needs no decoding; other formats (``wav``, ``mp3``, ``opus``,
+    ``aac``, ``flac``) are decoded. The raw ``pcm`` arrives at ``pcm_rate`` (24 kHz for OpenAI) and everything
+    is handed on as PCM at :attr:`sample_rate` (or a call's ``TTSConfig.sample_rate``), resampled when the
+    rates differ. A call's ``TTSConfig.format`` is asked of the server (``ogg`` as ``opus``); :meth:`speak`
+    then returns the server's file itself when no other rate is asked. ``extra_body`` adds JSON fields to each
+    request (for OpenAI-compatible servers such as Kokoro: ``lang_code``, ``normalization_options``, ...).
     """
 
     name = "openai-tts"
@@ -480,9 +538,13 @@ class OpenAITTSProvider(_OpenAIClient, TTSProvider):
         base_url: str | None = None,
         *,
         response_format: str = "pcm",
-        sample_rate: int = OPENAI_PCM_RATE,
+        sample_rate: int | None = None,
+        pcm_rate: int = OPENAI_PCM_RATE,
         instructions: str | None = None,
-        timeout_s: float = 60.0,
+        extra_body: Mapping[str, Any] | None = None,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
+        connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S,
+        max_retries: int | None = None,
         retry: RetryPolicy | None = None,
         default_headers: Mapping[str, str] | None = None,
         client: AsyncOpenAI | None = None,
@@ -490,58 +552,92 @@ class OpenAITTSProvider(_OpenAIClient, TTSProvider):
         _require_key(self.name, api_key, client)
         if speed is not None and not 0.25 <= speed <= 4.0:
             raise ConfigError(f"{self.name}: speed must be between 0.25 and 4.0, got {speed}")
-        if response_format not in ("pcm", "wav", "mp3", "opus", "aac", "flac"):
-            raise ConfigError(f"{self.name}: unsupported response_format {response_format!r}")
+        if response_format not in TTS_FORMATS:
+            raise ConfigError(
+                f"{self.name}: unsupported response_format {response_format!r}; use one of {', '.join(TTS_FORMATS)}"
+            )
+        for label, rate in (("sample_rate", sample_rate), ("pcm_rate", pcm_rate)):
+            if rate is not None and rate <= 0:
+                raise ConfigError(f"{self.name}: {label} must be positive, got {rate}")
         self.model = model
         self.voice = voice
         self.speed = speed
         self.response_format = response_format
-        self.sample_rate = sample_rate
+        self.pcm_rate = pcm_rate
+        self.sample_rate = sample_rate or pcm_rate
         self.instructions = instructions
-        self._connect(api_key, base_url, timeout_s, retry, default_headers, client)
+        self.extra_body = dict(extra_body or {})
+        self._connect(
+            api_key, base_url, (timeout_s, connect_timeout_s, retry, max_retries), default_headers, client
+        )
 
-    def _params(self, text: str, config: TTSConfig | None) -> dict[str, Any]:
-        cfg = config or TTSConfig()
+    def _wire_format(self, config: TTSConfig) -> str | None:
+        """The ``response_format`` a config's ``format`` asks for, or ``None`` when the server has no such."""
+        if config.format is None:
+            return None
+        fmt = _CONFIG_FORMAT.get(config.format, config.format)
+        return fmt if fmt in TTS_FORMATS else None
+
+    def _params(self, text: str, config: TTSConfig, response_format: str) -> dict[str, Any]:
         params: dict[str, Any] = {
             "input": text,
-            "model": cfg.model or self.model,
-            "voice": cfg.voice or self.voice,
-            "response_format": self.response_format,
+            "model": config.model or self.model,
+            "voice": config.voice or self.voice,
+            "response_format": response_format,
         }
-        speed = cfg.speed if cfg.speed is not None else self.speed
+        speed = config.speed if config.speed is not None else self.speed
         if speed is not None:
             params["speed"] = speed
         if self.instructions:
             params["instructions"] = self.instructions
+        if self.extra_body:
+            params["extra_body"] = dict(self.extra_body)
         return params
 
     async def speak_stream(self, text: str, config: TTSConfig | None = None) -> AsyncIterator[TTSChunk]:
         if not text.strip():
             return
-        params = self._params(text, config)
-        async for chunk in stream_with_retries(lambda: self._stream_once(params), self.retry):
+        cfg = config or TTSConfig()
+        wire = self._wire_format(cfg) or self.response_format
+        params = self._params(text, cfg, wire)
+        rate = cfg.sample_rate or self.sample_rate
+        async for chunk in stream_with_retries(lambda: self._stream_once(params, wire, rate), self.retry):
             yield chunk
 
-    async def _stream_once(self, params: dict[str, Any]) -> AsyncIterator[TTSChunk]:
+    async def speak(self, text: str, config: TTSConfig | None = None) -> TTSResult:
+        """The whole speech; a ``TTSConfig.format`` the server speaks (at its own rate) comes straight from it."""
+        cfg = config or TTSConfig()
+        wire = self._wire_format(cfg)
+        native = cfg.sample_rate is None or cfg.sample_rate == self.pcm_rate
+        if cfg.format in (None, "pcm") or wire is None or not native or not text.strip():
+            return await super().speak(text, cfg)
+        params = self._params(text, cfg, wire)
+
+        async def once() -> bytes:
+            return b"".join([piece async for piece in self._audio_body(params)])
+
+        audio = await call_with_retries(once, self.retry)
+        assert cfg.format is not None
+        return TTSResult(audio=audio, format=cfg.format, sample_rate=self.pcm_rate)
+
+    async def _audio_body(self, params: dict[str, Any]) -> AsyncIterator[bytes]:
+        """The speech body as it arrives, once its type and first bytes show it is audio."""
         try:
             async with self._client.audio.speech.with_streaming_response.create(**params) as resp:
-
-                async def body() -> AsyncIterator[bytes]:
-                    try:
-                        async for data in resp.iter_bytes():
-                            yield data
-                    except _sdk_errors() as exc:
-                        raise map_openai_error(self.name, exc, self.timeout_s) from exc
-
-                async for chunk in pcm_chunks(
-                    body(), self.response_format, self.sample_rate, pcm_rate=OPENAI_PCM_RATE
+                async for piece in checked_audio(
+                    self.name, resp.iter_bytes(), resp.headers.get("content-type")
                 ):
-                    yield chunk
+                    yield piece
         except _sdk_errors() as exc:
             raise map_openai_error(self.name, exc, self.timeout_s) from exc
+
+    async def _stream_once(self, params: dict[str, Any], wire: str, rate: int) -> AsyncIterator[TTSChunk]:
+        try:
+            async for chunk in pcm_chunks(self._audio_body(params), wire, rate, pcm_rate=self.pcm_rate):
+                yield chunk
         except CodecError as exc:
             raise ProviderResponseError(
-                f"could not decode the {self.response_format} audio: {exc}", provider=self.name
+                f"could not decode the {wire} audio: {exc}", provider=self.name, retryable=True
             ) from exc
 
 
@@ -551,6 +647,7 @@ __all__ = [
     "DEFAULT_TTS_MODEL",
     "DEFAULT_TTS_VOICE",
     "OPENAI_PCM_RATE",
+    "TTS_FORMATS",
     "OpenAILLMProvider",
     "OpenAISTTProvider",
     "OpenAITTSProvider",

@@ -8,11 +8,11 @@ whatever the server serves, and the request shapes stay OpenAI's (``max_tokens``
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from llmrtc.errors import ConfigError
 from llmrtc.providers.openai import OPENAI_PCM_RATE, OpenAILLMProvider, OpenAISTTProvider, OpenAITTSProvider
-from llmrtc.providers.resilience import RetryPolicy
+from llmrtc.providers.resilience import DEFAULT_CONNECT_TIMEOUT_S, DEFAULT_TIMEOUT_S, RetryPolicy
 
 if TYPE_CHECKING:
     from openai import AsyncOpenAI
@@ -39,7 +39,9 @@ class OpenAICompatibleLLMProvider(OpenAILLMProvider):
         model: str = "default",
         api_key: str | None = None,
         *,
-        timeout_s: float = 120.0,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
+        connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S,
+        max_retries: int | None = None,
         retry: RetryPolicy | None = None,
         default_headers: Mapping[str, str] | None = None,
         stream_usage: bool = True,
@@ -51,6 +53,8 @@ class OpenAICompatibleLLMProvider(OpenAILLMProvider):
             model=model,
             base_url=_require_base_url(self.name, base_url) if client is None else base_url,
             timeout_s=timeout_s,
+            connect_timeout_s=connect_timeout_s,
+            max_retries=max_retries,
             retry=retry,
             default_headers=default_headers,
             client=client,
@@ -70,7 +74,9 @@ class OpenAICompatibleSTTProvider(OpenAISTTProvider):
         language: str | None = None,
         *,
         response_format: str | None = "json",
-        timeout_s: float = 120.0,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
+        connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S,
+        max_retries: int | None = None,
         retry: RetryPolicy | None = None,
         default_headers: Mapping[str, str] | None = None,
         client: AsyncOpenAI | None = None,
@@ -82,6 +88,8 @@ class OpenAICompatibleSTTProvider(OpenAISTTProvider):
             base_url=_require_base_url(self.name, base_url) if client is None else base_url,
             response_format=response_format,
             timeout_s=timeout_s,
+            connect_timeout_s=connect_timeout_s,
+            max_retries=max_retries,
             retry=retry,
             default_headers=default_headers,
             client=client,
@@ -89,8 +97,13 @@ class OpenAICompatibleSTTProvider(OpenAISTTProvider):
 
 
 class OpenAICompatibleTTSProvider(OpenAITTSProvider):
-    """``/audio/speech`` on any OpenAI-compatible server. ``response_format`` and ``sample_rate`` must match
-    what the server sends (``pcm`` at 24 kHz like OpenAI by default; ``wav``/``mp3`` are decoded)."""
+    """``/audio/speech`` on any OpenAI-compatible server (Kokoro-FastAPI, speaches, openedai-speech, LocalAI).
+
+    ``response_format`` is what is asked of the server; raw ``pcm`` is taken to arrive at ``pcm_rate`` (24 kHz,
+    as OpenAI and Kokoro send it); ``wav``/``mp3``/``opus``/``flac``/``aac`` carry their own rate. The PCM handed
+    on is at ``sample_rate`` (default: ``pcm_rate``). ``extra_body`` adds the server's own JSON fields (e.g.
+    Kokoro's ``lang_code``, speaches' ``sample_rate``). The registry fills these from ``TTS_FORMAT``,
+    ``TTS_SAMPLE_RATE``, ``TTS_PCM_RATE`` and ``TTS_EXTRA_BODY``."""
 
     name = "openai-compatible-tts"
 
@@ -103,8 +116,12 @@ class OpenAICompatibleTTSProvider(OpenAITTSProvider):
         speed: float | None = None,
         *,
         response_format: str = "pcm",
-        sample_rate: int = OPENAI_PCM_RATE,
-        timeout_s: float = 120.0,
+        sample_rate: int | None = None,
+        pcm_rate: int = OPENAI_PCM_RATE,
+        extra_body: Mapping[str, Any] | None = None,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
+        connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S,
+        max_retries: int | None = None,
         retry: RetryPolicy | None = None,
         default_headers: Mapping[str, str] | None = None,
         client: AsyncOpenAI | None = None,
@@ -117,7 +134,11 @@ class OpenAICompatibleTTSProvider(OpenAITTSProvider):
             base_url=_require_base_url(self.name, base_url) if client is None else base_url,
             response_format=response_format,
             sample_rate=sample_rate,
+            pcm_rate=pcm_rate,
+            extra_body=extra_body,
             timeout_s=timeout_s,
+            connect_timeout_s=connect_timeout_s,
+            max_retries=max_retries,
             retry=retry,
             default_headers=default_headers,
             client=client,

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 from llmrtc.errors import ConfigError
 from llmrtc.providers.openai import OpenAILLMProvider
-from llmrtc.providers.resilience import RetryPolicy
+from llmrtc.providers.resilience import DEFAULT_CONNECT_TIMEOUT_S, DEFAULT_TIMEOUT_S, RetryPolicy
 
 if TYPE_CHECKING:
     from openai import AsyncOpenAI
@@ -33,7 +33,9 @@ class OpenRouterLLMProvider(OpenAILLMProvider):
         site_name: str | None = None,
         base_url: str = OPENROUTER_BASE_URL,
         *,
-        timeout_s: float = 120.0,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
+        connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S,
+        max_retries: int | None = None,
         retry: RetryPolicy | None = None,
         client: AsyncOpenAI | None = None,
     ) -> None:
@@ -51,6 +53,8 @@ class OpenRouterLLMProvider(OpenAILLMProvider):
             model=model,
             base_url=base_url,
             timeout_s=timeout_s,
+            connect_timeout_s=connect_timeout_s,
+            max_retries=max_retries,
             retry=retry,
             default_headers=headers,
             client=client,

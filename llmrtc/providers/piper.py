@@ -27,7 +27,14 @@ from llmrtc.providers._http import (
 )
 from llmrtc.providers._lazy import LoadedOnce
 from llmrtc.providers.base import TTSCapabilities, TTSProvider
-from llmrtc.providers.resilience import RetryPolicy, stream_with_retries
+from llmrtc.providers.resilience import (
+    DEFAULT_CONNECT_TIMEOUT_S,
+    DEFAULT_TIMEOUT_S,
+    RetryPolicy,
+    check_timeouts,
+    retry_policy,
+    stream_with_retries,
+)
 from llmrtc.types import TTSChunk, TTSConfig
 
 log = logging.getLogger("llmrtc.providers.piper")
@@ -83,17 +90,21 @@ class PiperHTTPTTSProvider(PiperTTSProvider):
         speaker_id: int | None = None,
         speed: float | None = None,
         sample_rate: int = PIPER_DEFAULT_RATE,
-        timeout_s: float = 60.0,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
+        connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S,
+        max_retries: int | None = None,
         retry: RetryPolicy | None = None,
     ) -> None:
+        check_timeouts(timeout_s, connect_timeout_s)
         self.base_url = base_url.rstrip("/")
         self.voice = voice
         self.speaker_id = speaker_id
         self.speed = speed
         self.sample_rate = sample_rate
         self.timeout_s = timeout_s
-        self.retry = retry or RetryPolicy()
-        self._http = SessionHolder(timeout_s)
+        self.connect_timeout_s = connect_timeout_s
+        self.retry = retry_policy(retry, max_retries)
+        self._http = SessionHolder(timeout_s, connect_timeout_s=connect_timeout_s)
         self._legacy = False
 
     async def aclose(self) -> None:

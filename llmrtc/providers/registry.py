@@ -17,12 +17,13 @@ Vendor modules are imported only for the provider chosen, so missing extras neve
 from __future__ import annotations
 
 import importlib
+import json
 import logging
 import os
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
-from pydantic import ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from llmrtc.errors import ConfigError
@@ -111,6 +112,15 @@ class ProviderSettings(BaseSettings):
     piper_model: str | None = None
     piper_voice: str | None = None
     stt_language: str | None = None
+    # OpenAI-compatible speech servers (Kokoro, speaches, openedai-speech, ...)
+    tts_format: str | None = None
+    tts_sample_rate: int | None = Field(default=None, gt=0)
+    tts_pcm_rate: int | None = Field(default=None, gt=0)
+    tts_extra_body: dict[str, Any] | None = None
+    # limits of every network provider (per request / read, connect, retries after the first try)
+    provider_timeout_s: float | None = Field(default=None, gt=0)
+    provider_connect_timeout_s: float | None = Field(default=None, gt=0)
+    provider_max_retries: int | None = Field(default=None, ge=0)
 
     @field_validator("*", mode="before")
     @classmethod
@@ -118,6 +128,20 @@ class ProviderSettings(BaseSettings):
         if isinstance(value, str):
             value = value.strip()
             return value or None
+        return value
+
+    @field_validator("tts_extra_body", mode="before")
+    @classmethod
+    def _json_object(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            if not value.strip():
+                return None
+            try:
+                value = json.loads(value)
+            except ValueError as exc:
+                raise ValueError(f'must be a JSON object, e.g. {{"lang_code": "a"}} ({exc})') from exc
+        if value is not None and not isinstance(value, dict):
+            raise ValueError("must be a JSON object")
         return value
 
     @field_validator("local_only", mode="before")
@@ -193,6 +217,15 @@ def _opt(**kwargs: Any) -> dict[str, Any]:
     return {k: v for k, v in kwargs.items() if v is not None}
 
 
+def _limits(s: ProviderSettings) -> dict[str, Any]:
+    """``timeout_s``, ``connect_timeout_s`` and ``max_retries`` for every network provider, where set."""
+    return _opt(
+        timeout_s=s.provider_timeout_s,
+        connect_timeout_s=s.provider_connect_timeout_s,
+        max_retries=s.provider_max_retries,
+    )
+
+
 def _need(var: str, value: str | None, why: str) -> str:
     if not value:
         raise ConfigError(f"{why} needs {var}: set {var} in the environment or .env")
@@ -265,7 +298,7 @@ def _openai_family(kind: str, name: str, s: ProviderSettings, why: str, **option
         endpoint = {"api_key": _need("OPENAI_API_KEY", s.openai_api_key, why), "base_url": s.openai_base_url}
     else:
         endpoint = {"base_url": _need("OPENAI_BASE_URL", s.openai_base_url, why), "api_key": s.openai_api_key}
-    return _load(module, cls, "openai")(**endpoint, **options)
+    return _load(module, cls, "openai")(**endpoint, **options, **_limits(s))
 
 
 # ---------------------------------------------------------------------------------------------- LLM
@@ -311,10 +344,11 @@ def create_llm_from_env(env: Mapping[str, str] | ProviderSettings | None = None)
         provider = _load("anthropic", "AnthropicLLMProvider", "anthropic")(
             api_key=_need("ANTHROPIC_API_KEY", s.anthropic_api_key, why),
             **_opt(model=s.anthropic_model, base_url=s.anthropic_base_url),
+            **_limits(s),
         )
     elif name == "google":
         provider = _load("google", "GeminiLLMProvider", "google")(
-            api_key=_need("GOOGLE_API_KEY", s.google_api_key, why), **_opt(model=s.google_model)
+            api_key=_need("GOOGLE_API_KEY", s.google_api_key, why), **_opt(model=s.google_model), **_limits(s)
         )
     elif name == "bedrock":
         credentials = None
@@ -328,6 +362,7 @@ def create_llm_from_env(env: Mapping[str, str] | ProviderSettings | None = None)
             region=s.aws_region or "us-east-1",
             credentials=credentials,
             **_opt(model=s.bedrock_model, endpoint_url=s.bedrock_endpoint_url, profile=s.aws_profile),
+            **_limits(s),
         )
     elif name == "openrouter":
         from llmrtc.providers.openrouter import OpenRouterLLMProvider
@@ -337,15 +372,18 @@ def create_llm_from_env(env: Mapping[str, str] | ProviderSettings | None = None)
             site_url=s.openrouter_site_url,
             site_name=s.openrouter_site_name,
             **_opt(model=s.openrouter_model),
+            **_limits(s),
         )
     elif name == "lmstudio":
         from llmrtc.providers.lmstudio import LMStudioLLMProvider
 
-        provider = LMStudioLLMProvider(**_opt(base_url=s.lmstudio_base_url, model=s.lmstudio_model))
+        provider = LMStudioLLMProvider(
+            **_opt(base_url=s.lmstudio_base_url, model=s.lmstudio_model), **_limits(s)
+        )
     elif name == "ollama":
         from llmrtc.providers.ollama import OllamaLLMProvider
 
-        provider = OllamaLLMProvider(**_opt(model=s.ollama_model, base_url=s.ollama_base_url))
+        provider = OllamaLLMProvider(**_opt(model=s.ollama_model, base_url=s.ollama_base_url), **_limits(s))
     return _selected("LLM", provider)
 
 
@@ -391,7 +429,7 @@ def create_stt_from_env(env: Mapping[str, str] | ProviderSettings | None = None)
             provider = FasterWhisperLocalSTTProvider(s.faster_whisper_model, language=s.stt_language)
         else:
             provider = FasterWhisperSTTProvider(
-                **_opt(base_url=s.faster_whisper_url, language=s.stt_language)
+                **_opt(base_url=s.faster_whisper_url, language=s.stt_language), **_limits(s)
             )
     return _selected("STT", provider)
 
@@ -424,6 +462,22 @@ def detect_tts(settings: ProviderSettings) -> str:
     )
 
 
+def _tts_options(name: str, s: ProviderSettings) -> dict[str, Any]:
+    """Voice and model; for any OpenAI-API speech server also ``TTS_FORMAT`` (the ``response_format`` asked
+    for), ``TTS_SAMPLE_RATE`` (the rate of the PCM handed on), ``TTS_PCM_RATE`` (the rate of the server's raw
+    ``pcm``) and ``TTS_EXTRA_BODY`` (JSON fields added to each request, e.g. Kokoro's ``lang_code``)."""
+    options = _opt(voice=s.openai_tts_voice, model=s.openai_tts_model)
+    options.update(
+        _opt(
+            response_format=s.tts_format.lower() if s.tts_format else None,
+            sample_rate=s.tts_sample_rate,
+            pcm_rate=s.tts_pcm_rate,
+            extra_body=s.tts_extra_body,
+        )
+    )
+    return options
+
+
 def create_tts_from_env(env: Mapping[str, str] | ProviderSettings | None = None) -> TTSProvider:
     """The TTS provider the environment selects. Raises :class:`ConfigError` saying what to set."""
     s, name, why = _select(env, "TTS", detect_tts)
@@ -436,18 +490,17 @@ def create_tts_from_env(env: Mapping[str, str] | ProviderSettings | None = None)
                 model_id=s.elevenlabs_model_id,
                 output_format=s.elevenlabs_output_format,
             ),
+            **_limits(s),
         )
     elif name in _OPENAI_FAMILY:
-        provider = _openai_family(
-            "TTS", name, s, why, **_opt(voice=s.openai_tts_voice, model=s.openai_tts_model)
-        )
+        provider = _openai_family("TTS", name, s, why, **_tts_options(name, s))
     else:
         from llmrtc.providers.piper import PiperHTTPTTSProvider, PiperLocalTTSProvider
 
         if s.piper_model and not s.piper_url:
             provider = PiperLocalTTSProvider(s.piper_model)
         else:
-            provider = PiperHTTPTTSProvider(**_opt(base_url=s.piper_url, voice=s.piper_voice))
+            provider = PiperHTTPTTSProvider(**_opt(base_url=s.piper_url, voice=s.piper_voice), **_limits(s))
     return _selected("TTS", provider)
 
 
@@ -468,7 +521,7 @@ def create_vision_from_env(env: Mapping[str, str] | ProviderSettings | None = No
         return None
     from llmrtc.providers.ollama import LlavaVisionProvider
 
-    provider = LlavaVisionProvider(**_opt(model=s.llava_model, base_url=s.ollama_base_url))
+    provider = LlavaVisionProvider(**_opt(model=s.llava_model, base_url=s.ollama_base_url), **_limits(s))
     return _selected("vision", provider)
 
 

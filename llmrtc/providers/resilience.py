@@ -1,8 +1,13 @@
-"""Retries with backoff for provider calls.
+"""Retries with backoff for provider calls, and the conversation-sized limits every provider starts from.
 
 Only :class:`ProviderError` with ``retryable=True`` is retried; ``retry_after`` from the vendor (the
-``Retry-After`` header) wins over the computed backoff. A stream is retried only while it has yielded
-nothing: once a chunk reached the caller, a failure is surfaced, never replayed.
+``Retry-After`` header, or the body where the vendor puts it there) wins over the computed backoff. A stream
+is retried only while it has yielded nothing: once a chunk reached the caller, a failure is surfaced, never
+replayed. This is the framework's one retry layer: the orchestrators do not retry provider calls again.
+
+Every network provider takes ``timeout_s`` (per request and per read of a stream, so long streams are fine),
+``connect_timeout_s`` and ``max_retries`` (retries after the first try) with the defaults below; the registry
+sets them from ``PROVIDER_TIMEOUT_S``, ``PROVIDER_CONNECT_TIMEOUT_S`` and ``PROVIDER_MAX_RETRIES``.
 """
 
 from __future__ import annotations
@@ -11,10 +16,10 @@ import asyncio
 import logging
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TypeVar
 
-from llmrtc.errors import ProviderError
+from llmrtc.errors import ConfigError, ProviderError
 
 T = TypeVar("T")
 log = logging.getLogger("llmrtc.providers.retry")
@@ -44,6 +49,30 @@ class RetryPolicy:
 
 
 NO_RETRY = RetryPolicy(max_attempts=1)
+
+DEFAULT_TIMEOUT_S = 15.0
+"""Seconds a request may wait for its answer, and a stream for its next piece."""
+DEFAULT_CONNECT_TIMEOUT_S = 5.0
+"""Seconds to open a connection."""
+DEFAULT_MAX_RETRIES = 2
+"""Retries after the first try (so three attempts at most)."""
+
+
+def retry_policy(retry: RetryPolicy | None = None, max_retries: int | None = None) -> RetryPolicy:
+    """The policy a provider uses: ``retry`` (or the default backoff) with ``max_retries`` retries when given,
+    else :data:`DEFAULT_MAX_RETRIES` unless ``retry`` says otherwise."""
+    if max_retries is not None and max_retries < 0:
+        raise ConfigError(f"max_retries must be 0 or more, got {max_retries}")
+    policy = retry or RetryPolicy(max_attempts=DEFAULT_MAX_RETRIES + 1)
+    return policy if max_retries is None else replace(policy, max_attempts=max_retries + 1)
+
+
+def check_timeouts(timeout_s: float, connect_timeout_s: float) -> None:
+    """Raise :class:`ConfigError` unless both limits are positive."""
+    if not timeout_s > 0 or not connect_timeout_s > 0:
+        raise ConfigError(
+            f"timeouts must be positive seconds, got timeout_s={timeout_s}, connect_timeout_s={connect_timeout_s}"
+        )
 
 
 async def call_with_retries(
@@ -95,6 +124,37 @@ async def stream_with_retries(
                 await aclose()
 
 
+async def read_within(
+    source: AsyncIterator[T], timeout_s: float, on_timeout: Callable[[], ProviderError]
+) -> AsyncIterator[T]:
+    """``source``'s items, each of which must come within ``timeout_s`` (else ``on_timeout()`` is raised):
+    a per-read limit for clients that only offer a total one."""
+    iterator = source.__aiter__()
+    try:
+        while True:
+            try:
+                async with asyncio.timeout(timeout_s):
+                    item = await iterator.__anext__()
+            except StopAsyncIteration:
+                return
+            except TimeoutError as exc:
+                raise on_timeout() from exc
+            yield item
+    finally:
+        aclose = getattr(iterator, "aclose", None)
+        if aclose is not None:
+            await aclose()
+
+
+async def within(awaitable: Awaitable[T], timeout_s: float, on_timeout: Callable[[], ProviderError]) -> T:
+    """``await awaitable``, raising ``on_timeout()`` if it takes longer than ``timeout_s``."""
+    try:
+        async with asyncio.timeout(timeout_s):
+            return await awaitable
+    except TimeoutError as exc:
+        raise on_timeout() from exc
+
+
 def _log_retry(
     exc: ProviderError,
     attempt: int,
@@ -109,4 +169,16 @@ def _log_retry(
         on_retry(attempt, exc, delay)
 
 
-__all__ = ["NO_RETRY", "RetryPolicy", "call_with_retries", "stream_with_retries"]
+__all__ = [
+    "DEFAULT_CONNECT_TIMEOUT_S",
+    "DEFAULT_MAX_RETRIES",
+    "DEFAULT_TIMEOUT_S",
+    "NO_RETRY",
+    "RetryPolicy",
+    "call_with_retries",
+    "check_timeouts",
+    "read_within",
+    "retry_policy",
+    "stream_with_retries",
+    "within",
+]

@@ -15,6 +15,7 @@ from llmrtc.errors import (
     InvalidRequestError,
     ProviderConnectionError,
     ProviderServerError,
+    ProviderTimeoutError,
     RateLimitError,
 )
 from llmrtc.providers.google import GeminiLLMProvider
@@ -222,6 +223,20 @@ async def test_invalid_key_400_is_an_auth_error(fake: FakeGemini, llm: GeminiLLM
     fake.push(ApiError(400, "bad field", details=[error_info("SOMETHING_ELSE")]))
     with pytest.raises(InvalidRequestError):
         await llm.complete(LLMRequest(messages=[Message.user("hi")]))
+
+
+async def test_stalled_stream_times_out_per_read_not_in_total(fake: FakeGemini) -> None:
+    """``timeout_s`` bounds each read: a slow but steady stream is fine, a stalled one is a timeout."""
+    llm = GeminiLLMProvider(api_key="AIza-test", base_url=fake.base_url, timeout_s=0.4, max_retries=0)
+    try:
+        fake.push(Turn(text="one two three", stall_after=1, stall_s=1.5))
+        received, info = await stream_until_error(
+            llm, LLMRequest(messages=[Message.user("hi")]), ProviderTimeoutError
+        )
+        assert received == ["one"] and info.value.retryable
+        assert len(fake.requests) == 1, "max_retries=0: one attempt"
+    finally:
+        await llm.aclose()
 
 
 async def test_server_error_retried_then_surfaced(fake: FakeGemini, llm: GeminiLLMProvider) -> None:

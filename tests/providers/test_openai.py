@@ -15,6 +15,7 @@ from llmrtc.errors import (
     InvalidRequestError,
     ProviderConnectionError,
     ProviderError,
+    ProviderResponseError,
     ProviderServerError,
     RateLimitError,
 )
@@ -31,7 +32,8 @@ from llmrtc.types import (
 )
 from tests.providers.conftest import Closer
 from tests.providers.fakes._audio import encode_pcm16, sine_pcm16
-from tests.providers.fakes.openai import ChatTurn, Failure, FakeOpenAI, Speech, ToolCall, Transcript
+from tests.providers.fakes._base import HTML_PAGE
+from tests.providers.fakes.openai import ChatTurn, Failure, FakeOpenAI, Raw, Speech, ToolCall, Transcript
 from tests.providers.helpers import WEATHER, closed_base_url, collect, dominant_hz, stream_until_error
 
 PNG_1PX = base64.b64encode(b"\x89PNG\r\n\x1a\n" + b"\x00" * 16).decode()
@@ -609,3 +611,80 @@ def test_llmrtc_providers_import_without_vendor_sdks() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert "CONFIG" in out.stdout and "llmrtc[openai]" in out.stdout
+
+
+# ---------------------------------------------------------------------------------------------- 200 but not data
+
+
+def _wav() -> bytes:
+    return pcm16_to_wav(tone_pcm(16000, 0.2), 16000)
+
+
+@pytest.mark.parametrize(
+    ("route", "raw"),
+    [
+        ("transcribe", Raw(HTML_PAGE)),
+        ("transcribe", Raw(b"Service temporarily unavailable", "text/plain")),
+        ("chat", Raw(HTML_PAGE)),
+        ("chat", Raw(b"not json at all", "application/json")),
+        ("stream", Raw(HTML_PAGE)),
+        ("speech", Raw(HTML_PAGE)),
+        ("speech", Raw(HTML_PAGE, "application/octet-stream")),
+    ],
+)
+async def test_200_that_is_not_what_was_asked_is_not_data(
+    fake_openai: FakeOpenAI, fast_retry: RetryPolicy, closing: Closer, route: str, raw: Raw
+) -> None:
+    """An HTML page (or other wrong body) with "200 OK" never becomes words, an answer or speech."""
+    push = {"transcribe": fake_openai.push_transcript, "speech": fake_openai.push_speech}.get(
+        route, fake_openai.push_chat
+    )
+    push(*[raw] * 3)
+    with pytest.raises(ProviderResponseError) as info:
+        if route == "transcribe":
+            stt = closing(
+                OpenAISTTProvider(api_key="sk-test", base_url=fake_openai.base_url, retry=fast_retry)
+            )
+            await stt.transcribe(_wav())
+        elif route == "speech":
+            tts = closing(
+                OpenAITTSProvider(api_key="sk-test", base_url=fake_openai.base_url, retry=fast_retry)
+            )
+            await tts.speak("Hello")
+        elif route == "chat":
+            await llm(fake_openai, fast_retry, closing).complete(LLMRequest(messages=[Message.user("hi")]))
+        else:
+            await collect(llm(fake_openai, fast_retry, closing), LLMRequest(messages=[Message.user("hi")]))
+    assert info.value.retryable, "a gateway page is usually passing: retried"
+    assert "Bad Gateway" not in str(info.value), "the page's text goes to the log, not to the user"
+    assert len(fake_openai.requests) == 3
+
+
+async def test_stt_answer_without_text_is_a_shape_error(
+    fake_openai: FakeOpenAI, fast_retry: RetryPolicy, closing: Closer
+) -> None:
+    fake_openai.push_transcript(Raw(b'{"segments": []}', "application/json"))
+    stt = closing(OpenAISTTProvider(api_key="sk-test", base_url=fake_openai.base_url, retry=fast_retry))
+    with pytest.raises(ProviderResponseError) as info:
+        await stt.transcribe(_wav())
+    assert not info.value.retryable and len(fake_openai.requests) == 1
+
+
+async def test_tts_json_error_object_in_a_200_is_typed(
+    fake_openai: FakeOpenAI, fast_retry: RetryPolicy, closing: Closer
+) -> None:
+    error = b'{"error": {"message": "Rate limit reached", "type": "requests", "code": "rate_limit_exceeded"}}'
+    fake_openai.push_speech(Raw(error, "application/octet-stream"), Speech(b"\x02\x00" * 480))
+    tts = closing(OpenAITTSProvider(api_key="sk-test", base_url=fake_openai.base_url, retry=fast_retry))
+    assert (await tts.speak("Hello")).audio == b"\x02\x00" * 480
+    fake_openai.push_speech(*[Raw(error, "application/octet-stream")] * 3)
+    with pytest.raises(RateLimitError):
+        await tts.speak("Hello")
+
+
+async def test_gateway_page_once_then_the_real_answer(
+    fake_openai: FakeOpenAI, fast_retry: RetryPolicy, closing: Closer
+) -> None:
+    fake_openai.push_transcript(Raw(HTML_PAGE), Transcript("the real words"))
+    stt = closing(OpenAISTTProvider(api_key="sk-test", base_url=fake_openai.base_url, retry=fast_retry))
+    assert (await stt.transcribe(_wav())).text == "the real words"

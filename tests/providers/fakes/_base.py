@@ -31,6 +31,26 @@ class Failure:
 
 
 @dataclass
+class Raw:
+    """Any answer at all, sent as is: the "200 OK" that is not what was asked for (an HTML page from a proxy,
+    a JSON error object, plain text) and other off-script bodies."""
+
+    body: bytes
+    content_type: str = "text/html; charset=utf-8"
+    status: int = 200
+
+    def response(self) -> web.Response:
+        return web.Response(body=self.body, status=self.status, headers={"Content-Type": self.content_type})
+
+
+HTML_PAGE = (
+    b"<!DOCTYPE html><html><head><title>502 Bad Gateway</title></head>"
+    b"<body><h1>Bad Gateway</h1><p>The proxy could not reach the upstream server.</p></body></html>"
+)
+"""The page a proxy or captive portal answers with a 200 instead of the vendor's answer."""
+
+
+@dataclass
 class ToolUse:
     """A tool call the model makes: id, name, JSON arguments (Anthropic ``tool_use``, Bedrock ``toolUse``)."""
 

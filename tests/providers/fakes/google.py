@@ -73,6 +73,9 @@ class Turn:
     output_tokens: int = 5
     cut_after: int | None = None
     """Drop the connection after this many SSE chunks."""
+    stall_after: int | None = None
+    """Stop sending (without closing) after this many SSE chunks, for ``stall_s``."""
+    stall_s: float = 1.5
 
 
 @dataclass
@@ -122,6 +125,8 @@ class FakeGemini(ScriptedServer[Turn | Failure | Blocked]):
             (sse(chunk, newline="\r\n") for chunk in _chunks(model, reply)),
             content_type="text/event-stream",
             cut_after=reply.cut_after,
+            stall_after=reply.stall_after,
+            stall_s=reply.stall_s,
         )
 
 

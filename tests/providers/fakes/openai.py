@@ -22,6 +22,7 @@ from aiohttp import web
 from tests.providers.fakes._base import (
     Failure,
     FakeServer,
+    Raw,
     Recorded,
     byte_pieces,
     even_pieces,
@@ -86,7 +87,7 @@ class Speech:
     cut_after: int | None = None
 
 
-Reply = ChatTurn | Transcript | Speech | Failure
+Reply = ChatTurn | Transcript | Speech | Failure | Raw
 
 
 class FakeOpenAI(FakeServer):
@@ -102,13 +103,13 @@ class FakeOpenAI(FakeServer):
         self.prefix = prefix
         self.base_path = prefix
 
-    def push_chat(self, *replies: ChatTurn | Failure) -> None:
+    def push_chat(self, *replies: ChatTurn | Failure | Raw) -> None:
         self.scripts["chat"].extend(replies)
 
-    def push_transcript(self, *replies: Transcript | Failure) -> None:
+    def push_transcript(self, *replies: Transcript | Failure | Raw) -> None:
         self.scripts["transcribe"].extend(replies)
 
-    def push_speech(self, *replies: Speech | Failure) -> None:
+    def push_speech(self, *replies: Speech | Failure | Raw) -> None:
         self.scripts["speech"].extend(replies)
 
     def routes(self, app: web.Application) -> None:
@@ -140,6 +141,8 @@ class FakeOpenAI(FakeServer):
         reply = self._next("chat", ChatTurn(text="Hello there!"))
         if isinstance(reply, Failure):
             return _error(reply)
+        if isinstance(reply, Raw):
+            return reply.response()
         assert isinstance(reply, ChatTurn)
         if reply.stall_s:
             await asyncio.sleep(reply.stall_s)
@@ -175,6 +178,8 @@ class FakeOpenAI(FakeServer):
         reply = self._next("transcribe", Transcript("hello world"))
         if isinstance(reply, Failure):
             return _error(reply)
+        if isinstance(reply, Raw):
+            return reply.response()
         assert isinstance(reply, Transcript)
         fmt = form.get("response_format", "json")
         if fmt == "text":
@@ -200,6 +205,8 @@ class FakeOpenAI(FakeServer):
         reply = self._next("speech", Speech(b"\x01\x00" * 2400))
         if isinstance(reply, Failure):
             return _error(reply)
+        if isinstance(reply, Raw):
+            return reply.response()
         assert isinstance(reply, Speech)
         return await stream(
             request,
@@ -308,4 +315,4 @@ def _chunks(turn: ChatTurn, model: str, include_usage: bool) -> list[dict[str, A
     return events
 
 
-__all__ = ["ChatTurn", "Failure", "FakeOpenAI", "Recorded", "Speech", "ToolCall", "Transcript"]
+__all__ = ["ChatTurn", "Failure", "FakeOpenAI", "Raw", "Recorded", "Speech", "ToolCall", "Transcript"]

@@ -137,6 +137,50 @@ async def receive_or_sender_failure(
                 await receiving
 
 
+SENDER_DONE = object()
+"""What :meth:`Receiver.next` returns when the sender finished while waiting (no message yet)."""
+
+
+class Receiver:
+    """Reads a socket while a sender task feeds it, keeping one pending receive across calls."""
+
+    def __init__(
+        self, recv: Callable[[], Awaitable[Any]], sender: asyncio.Task[None], timeout_s: float | None
+    ):
+        self._recv = recv
+        self._sender = sender
+        self._timeout_s = timeout_s
+        self._pending: asyncio.Future[Any] | None = None
+        self._sender_seen = False
+
+    async def next(self) -> Any:
+        """The next message, or :data:`SENDER_DONE` once when the sender finishes first. Once the sender
+        is done each message must come within ``timeout_s`` (``TimeoutError``); its failure is raised."""
+        if self._pending is None:
+            self._pending = asyncio.ensure_future(self._recv())
+        waiting: set[asyncio.Future[Any]] = {self._pending}
+        if not self._sender_seen:
+            waiting.add(self._sender)
+        timeout = self._timeout_s if self._sender_seen else None
+        done, _ = await asyncio.wait(waiting, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        if self._pending in done:
+            pending, self._pending = self._pending, None
+            return pending.result()
+        if self._sender in done:
+            self._sender_seen = True
+            if not self._sender.cancelled() and self._sender.exception() is not None:
+                raise self._sender.exception()  # type: ignore[misc]
+            return SENDER_DONE
+        raise TimeoutError
+
+    async def aclose(self) -> None:
+        pending, self._pending = self._pending, None
+        if pending is not None and not pending.done():
+            pending.cancel()
+            with contextlib.suppress(BaseException):
+                await pending
+
+
 async def stop_task(task: asyncio.Task[None]) -> BaseException | None:
     """Cancel ``task`` if it still runs and wait for it; its failure (not a cancel) is returned, marked seen."""
     if not task.done():
@@ -166,7 +210,9 @@ async def one_piece(data: T) -> AsyncIterator[T]:
 
 
 __all__ = [
+    "SENDER_DONE",
     "STT_RATE",
+    "Receiver",
     "close_error",
     "is_closed_ok",
     "one_piece",

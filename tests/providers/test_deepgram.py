@@ -53,7 +53,7 @@ async def audio(seconds: float, sent: list[int] | None = None, pause_s: float = 
         if sent is not None:
             sent.append(i)
         yield PIECE
-        await asyncio.sleep(0)
+        await asyncio.sleep(0.005)  # paced like a (fast) microphone
 
 
 async def test_stream_interim_results_finals_and_word_timings(fake: FakeDeepgram, closing: Closer) -> None:

@@ -17,4 +17,8 @@ COPY signalling ./signalling
 RUN pip install '.[all]'
 COPY --from=web /out ./signalling/static
 USER 1000:1000
+# 8080: the token service; 9100: the worker's METRICS_PORT (/metrics, /healthz, /readyz).
+EXPOSE 8080 9100
+# SIGTERM starts the worker's drain (docs/deploy.md); the orchestrator's grace period must outlast DRAIN_TIMEOUT_S.
+STOPSIGNAL SIGTERM
 CMD ["python", "-m", "worker", "start"]

@@ -252,7 +252,7 @@ def render(
             spark = fig.add_axes((left + 0.01 * w, bottom + 0.05 * h, 0.98 * w, 0.35 * h))
             spark.axis("off")
             spark.fill_between(
-                [datetime.fromtimestamp(t, UTC) for t in item.series[0].times],
+                [t / 86400 for t in item.series[0].times],  # matplotlib dates: days since 1970-01-01
                 item.series[0].values,
                 color=color,
                 alpha=0.25,
@@ -274,7 +274,7 @@ def render(
         plot = fig.add_axes((left + margin, bottom + 0.2 * h, w - margin - 0.15 / width, 0.62 * h))
         plot.set_facecolor(PANEL)
         for i, series in enumerate(item.series):
-            times = [datetime.fromtimestamp(t, UTC) for t in series.times]
+            times = [t / 86400 for t in series.times]  # matplotlib dates: days since 1970-01-01
             plot.plot(times, series.values, color=PALETTE[i % len(PALETTE)], lw=1.6, label=series.legend)
         for step in defaults.get("thresholds", {}).get("steps", [])[1:]:
             plot.axhline(step["value"], color=PALETTE[4], lw=1, ls="--")
@@ -284,7 +284,8 @@ def render(
             plot.set_ylim(top=defaults["max"] * 1.05)
         plot.yaxis.set_major_formatter(FuncFormatter(lambda v, _pos, unit=unit: format_value(v, unit)))
         span = max(s.times[-1] for s in item.series) - min(s.times[0] for s in item.series)
-        plot.xaxis.set_major_formatter(mdates.DateFormatter("%H:%M:%S" if span < 600 else "%H:%M", tz=UTC))
+        dates = mdates.DateFormatter("%H:%M:%S" if span < 600 else "%H:%M", tz=UTC)  # type: ignore[no-untyped-call]
+        plot.xaxis.set_major_formatter(dates)
         plot.tick_params(colors=MUTED, labelsize=8)
         plot.grid(color=GRID, lw=0.6)
         for spine in plot.spines.values():

@@ -9,7 +9,7 @@ once complete. Everything comes out at the asked rate.
 from __future__ import annotations
 
 import io
-from collections.abc import AsyncIterable, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator
 from typing import Any
 
 import numpy as np
@@ -54,27 +54,32 @@ async def pcm_chunks(
         yield TTSChunk(pcm=bytes(pending[i : i + step]), sample_rate=sample_rate)
 
 
-async def at_rate(chunks: AsyncIterable[TTSChunk], rate: int) -> AsyncIterator[TTSChunk]:
+async def at_rate(chunks: AsyncIterable[TTSChunk], rate: int) -> AsyncGenerator[TTSChunk, None]:
     """``chunks`` resampled to ``rate`` (a stateful resampler, so pieces join seamlessly); word timings,
     in seconds, stay as they are. Chunks already at ``rate`` pass untouched."""
     resampler: Resampler | None = None
-    async for chunk in chunks:
-        if chunk.sample_rate == rate and resampler is None:
-            yield chunk
-            continue
-        if resampler is None or resampler.in_rate != chunk.sample_rate:
-            if resampler is not None:
-                tail = resampler.flush()
-                if tail:
-                    yield TTSChunk(pcm=tail, sample_rate=rate)
-            resampler = Resampler(chunk.sample_rate, rate)
-        pcm = resampler.process(chunk.pcm)
-        if pcm or chunk.words:
-            yield TTSChunk(pcm=pcm, sample_rate=rate, words=chunk.words)
-    if resampler is not None:
-        tail = resampler.flush()
-        if tail:
-            yield TTSChunk(pcm=tail, sample_rate=rate)
+    try:
+        async for chunk in chunks:
+            if chunk.sample_rate == rate and resampler is None:
+                yield chunk
+                continue
+            if resampler is None or resampler.in_rate != chunk.sample_rate:
+                if resampler is not None:
+                    tail = resampler.flush()
+                    if tail:
+                        yield TTSChunk(pcm=tail, sample_rate=rate)
+                resampler = Resampler(chunk.sample_rate, rate)
+            pcm = resampler.process(chunk.pcm)
+            if pcm or chunk.words:
+                yield TTSChunk(pcm=pcm, sample_rate=rate, words=chunk.words)
+        if resampler is not None:
+            tail = resampler.flush()
+            if tail:
+                yield TTSChunk(pcm=tail, sample_rate=rate)
+    finally:
+        aclose = getattr(chunks, "aclose", None)
+        if aclose is not None:  # close the source now (a barge-in), not when it is collected
+            await aclose()
 
 
 #: PyAV container and codec for each encoded format :func:`encode_audio` writes, and the rates the codec takes.

@@ -1,11 +1,14 @@
-"""ElevenLabs text to speech: HTTP streaming and WebSocket input streaming.
+"""ElevenLabs text to speech: HTTP streaming, and input streaming on one multi-context WebSocket per session.
 
 :meth:`ElevenLabsTTSProvider.speak_stream` posts one text to ``/v1/text-to-speech/{voice}/stream`` through
-the official SDK and yields audio as it arrives. :meth:`ElevenLabsTTSProvider.speak_text_stream` keeps one
-WebSocket on ``/v1/text-to-speech/{voice}/stream-input`` and feeds it text pieces as the LLM produces them
-(``try_trigger_generation``, ``flush`` at sentence ends, ``""`` to finish), so speech starts before the
-answer is complete. Either way the output is PCM16 mono at :attr:`sample_rate`: ``pcm_*`` formats pass
-through, ``mp3_*`` is decoded with PyAV as it streams, ``ulaw_8000``/``alaw_8000`` are expanded.
+the official SDK and yields audio as it arrives. :meth:`ElevenLabsTTSProvider.speak_text_stream` feeds text
+pieces, as an LLM produces them, to ``/v1/text-to-speech/{voice}/multi-stream-input``: one socket for the
+provider's lifetime (reused across turns, kept alive between them, reopened when the service closed it), one
+context per turn (see :mod:`llmrtc.providers._elevenlabs_socket`). Its audio carries the service's character
+alignment, turned into :class:`~llmrtc.types.WordTiming` on each :class:`~llmrtc.types.TTSChunk`. Either way
+the output is PCM16 mono at :attr:`sample_rate` (or the call's ``TTSConfig.sample_rate``): ``pcm_*`` formats
+pass through (asked at the wanted rate when the service has it), ``mp3_*`` is decoded as it streams,
+``ulaw_8000``/``alaw_8000`` are expanded, anything else is resampled.
 """
 
 from __future__ import annotations
@@ -23,28 +26,40 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from llmrtc.errors import (
-    AuthenticationError,
-    CodecError,
-    ConfigError,
-    InvalidRequestError,
-    ProviderConnectionError,
-    ProviderError,
-    ProviderResponseError,
+from llmrtc.errors import CodecError, ConfigError, ProviderError, ProviderResponseError
+from llmrtc.providers._audio import at_rate
+from llmrtc.providers._elevenlabs_socket import (
+    PROVIDER,
+    Context,
+    ElevenLabsSocket,
+    map_socket_error,
+    message_error,
 )
 from llmrtc.providers._errors import connection_error, error_from_status, mapped_errors, timeout_error
+from llmrtc.providers._validate import checked_audio
 from llmrtc.providers.base import TTSCapabilities, TTSProvider
-from llmrtc.providers.resilience import RetryPolicy, call_with_retries, stream_with_retries
-from llmrtc.types import TTSChunk, TTSConfig
+from llmrtc.providers.resilience import (
+    DEFAULT_CONNECT_TIMEOUT_S,
+    DEFAULT_TIMEOUT_S,
+    RetryPolicy,
+    call_with_retries,
+    check_timeouts,
+    retry_policy,
+    stream_with_retries,
+)
+from llmrtc.types import TTSChunk, TTSConfig, TTSResult, WordTiming
 
 if TYPE_CHECKING:
     from elevenlabs.client import AsyncElevenLabs
 
 log = logging.getLogger("llmrtc.providers.elevenlabs")
 
-PROVIDER = "elevenlabs"
 DEFAULT_BASE_URL = "https://api.elevenlabs.io"
 _CODECS = ("pcm", "mp3", "ulaw", "alaw")
+#: The ``pcm_<rate>`` rates the service sends.
+PCM_RATES = (8000, 16000, 22050, 24000, 44100, 48000)
+#: ``TTSConfig.format`` values :meth:`ElevenLabsTTSProvider.speak` asks of the service itself, by rate.
+_NATIVE_FILES = {("mp3", 44100): "mp3_44100_128", ("mp3", 22050): "mp3_22050_32"}
 _SENTENCE_END = (".", "!", "?", ";", ":", "\n")
 _SENTENCE_SPLIT = re.compile(r"(?<=[.!?;:])\s+")
 _BREAKS = (" ", "\n", "\t", ".", ",", "!", "?", ";", ":", ")", "]", "}", "—", "-")
@@ -61,6 +76,43 @@ def parse_output_format(output_format: str) -> tuple[str, int]:
     return parts[0], int(parts[1])
 
 
+class _SourceFailed(Exception):
+    """The text source (typically an LLM stream) failed: its error is the caller's, never retried here."""
+
+    def __init__(self, error: BaseException) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+class _Replay:
+    """A one-shot text stream that a retried turn can read again from the start."""
+
+    def __init__(self, source: AsyncIterable[str]) -> None:
+        self._source = source.__aiter__()
+        self._seen: list[str] = []
+        self._done = False
+
+    async def iterate(self) -> AsyncIterator[str]:
+        for text in list(self._seen):
+            yield text
+        index = len(self._seen)
+        while not self._done:
+            if index < len(self._seen):  # another reader went ahead
+                yield self._seen[index]
+                index += 1
+                continue
+            try:
+                text = await self._source.__anext__()
+            except StopAsyncIteration:
+                self._done = True
+                return
+            except Exception as exc:
+                raise _SourceFailed(exc) from exc
+            self._seen.append(text)
+            index += 1
+            yield text
+
+
 class ElevenLabsTTSProvider(TTSProvider):
     """ElevenLabs voices over HTTP streaming and realtime WebSocket input streaming."""
 
@@ -75,14 +127,24 @@ class ElevenLabsTTSProvider(TTSProvider):
         output_format: str = "pcm_24000",
         base_url: str | None = None,
         ws_base_url: str | None = None,
-        timeout_s: float = 30.0,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
         retry: RetryPolicy | None = None,
         voice_settings: Mapping[str, Any] | None = None,
         chunk_length_schedule: list[int] | None = None,
+        *,
+        connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S,
+        max_retries: int | None = None,
+        keepalive_s: float = 10.0,
+        inactivity_timeout_s: int = 60,
     ) -> None:
         self.api_key = api_key or os.environ.get("ELEVENLABS_API_KEY")
         if not self.api_key:
             raise ConfigError("ElevenLabs needs an API key: pass api_key or set ELEVENLABS_API_KEY")
+        check_timeouts(timeout_s, connect_timeout_s)
+        if not 0 < keepalive_s < inactivity_timeout_s <= 180:
+            raise ConfigError(
+                "ElevenLabs: keepalive_s must be positive and below inactivity_timeout_s, which is at most 180"
+            )
         self.codec, self.sample_rate = parse_output_format(output_format)
         self.voice_id = voice_id
         self.model_id = model_id
@@ -94,25 +156,37 @@ class ElevenLabsTTSProvider(TTSProvider):
             ws_base_url = parsed._replace(scheme="ws" if parsed.scheme == "http" else "wss").geturl()
         self.ws_base_url = ws_base_url.rstrip("/")
         self.timeout_s = timeout_s
-        self.retry = retry or RetryPolicy()
+        self.connect_timeout_s = connect_timeout_s
+        self.retry = retry_policy(retry, max_retries)
         self.voice_settings = dict(voice_settings or {"stability": 0.5, "similarity_boost": 0.75})
         self.chunk_length_schedule = chunk_length_schedule
+        self.keepalive_s = keepalive_s
+        self.inactivity_timeout_s = inactivity_timeout_s
         self._client: AsyncElevenLabs | None = None
+        self._socket: ElevenLabsSocket | None = None
+        self._socket_lock = asyncio.Lock()
+        self._idle_tasks: set[asyncio.Task[None]] = set()
 
     def _sdk(self) -> AsyncElevenLabs:
         if self._client is None:
             try:
+                import httpx
                 from elevenlabs.client import AsyncElevenLabs
             except ImportError as exc:  # pragma: no cover - depends on the installed extras
                 raise ConfigError(
                     "ElevenLabs needs the 'elevenlabs' extra: pip install 'llmrtc[elevenlabs]'"
                 ) from exc
-            self._client = AsyncElevenLabs(
-                api_key=self.api_key, base_url=self.base_url, timeout=self.timeout_s
-            )
+            http = httpx.AsyncClient(timeout=httpx.Timeout(self.timeout_s, connect=self.connect_timeout_s))
+            self._client = AsyncElevenLabs(api_key=self.api_key, base_url=self.base_url, httpx_client=http)
         return self._client
 
     async def aclose(self) -> None:
+        for task in list(self._idle_tasks):
+            task.cancel()
+        await asyncio.gather(*self._idle_tasks, return_exceptions=True)
+        if self._socket is not None:
+            await self._socket.aclose()
+            self._socket = None
         if self._client is not None:
             wrapper = getattr(self._client, "_client_wrapper", None)
             http = getattr(getattr(wrapper, "httpx_client", None), "httpx_client", None)
@@ -128,6 +202,14 @@ class ElevenLabsTTSProvider(TTSProvider):
         model = (config.model if config else None) or self.model_id
         return voice, model, settings
 
+    def _wire(self, config: TTSConfig | None) -> tuple[str, str, int]:
+        """The ``output_format`` to ask for, its codec and rate: raw PCM at the call's rate when the service
+        sends that rate, else the configured format (resampled locally)."""
+        rate = config.sample_rate if config is not None else None
+        if rate is not None and rate != self.sample_rate and self.codec == "pcm" and rate in PCM_RATES:
+            return f"pcm_{rate}", "pcm", rate
+        return self.output_format, self.codec, self.sample_rate
+
     # ------------------------------------------------------------------------------------------ HTTP
 
     async def speak_stream(self, text: str, config: TTSConfig | None = None) -> AsyncIterator[TTSChunk]:
@@ -135,155 +217,222 @@ class ElevenLabsTTSProvider(TTSProvider):
         if not text.strip():
             return
         voice, model, settings = self._settings(config)
-        async for chunk in stream_with_retries(
-            lambda: self._http_once(text, voice, model, settings), self.retry
-        ):
-            yield chunk
+        output_format, codec, rate = self._wire(config)
+        wanted = (config.sample_rate if config else None) or self.sample_rate
 
-    async def _http_once(
-        self, text: str, voice: str, model: str, settings: dict[str, Any]
-    ) -> AsyncIterator[TTSChunk]:
+        def once() -> AsyncIterator[TTSChunk]:
+            return self._http_once(text, voice, model, settings, output_format, codec, rate)
+
+        chunks = at_rate(stream_with_retries(once, self.retry), wanted)
+        try:
+            async for chunk in chunks:
+                yield chunk
+        finally:
+            await chunks.aclose()
+
+    async def speak(self, text: str, config: TTSConfig | None = None) -> TTSResult:
+        """The whole speech; ``TTSConfig(format="mp3")`` at 44.1 or 22.05 kHz (or no rate) comes from the
+        service as MP3 itself, other formats are encoded locally."""
+        cfg = config or TTSConfig()
+        native = _NATIVE_FILES.get((cfg.format or "", cfg.sample_rate or 44100))
+        if native is None or not text.strip():
+            return await super().speak(text, cfg)
+        voice, model, settings = self._settings(cfg)
+
+        async def once() -> bytes:
+            return b"".join([piece async for piece in self._http_body(text, voice, model, settings, native)])
+
+        audio = await call_with_retries(once, self.retry)
+        return TTSResult(audio=audio, format="mp3", sample_rate=parse_output_format(native)[1])
+
+    async def _http_body(
+        self, text: str, voice: str, model: str, settings: dict[str, Any], output_format: str
+    ) -> AsyncIterator[bytes]:
         from elevenlabs import VoiceSettings
 
-        decoder = _Decoder(self.codec, self.sample_rate)
         with mapped_errors(map_error):
-            audio = self._sdk().text_to_speech.stream(
+            async with self._sdk().text_to_speech.with_raw_response.stream(
                 voice,
                 text=text,
                 model_id=model,
-                output_format=self.output_format,
+                output_format=output_format,
                 voice_settings=VoiceSettings(**settings),
                 request_options={"max_retries": 0},
-            )
-            async for piece in audio:
+            ) as response:
+                async for piece in checked_audio(
+                    PROVIDER, response.data, response.headers.get("content-type")
+                ):
+                    yield piece
+
+    async def _http_once(
+        self,
+        text: str,
+        voice: str,
+        model: str,
+        settings: dict[str, Any],
+        output_format: str,
+        codec: str,
+        rate: int,
+    ) -> AsyncIterator[TTSChunk]:
+        decoder = _Decoder(codec, rate)
+        with mapped_errors(map_error):
+            async for piece in self._http_body(text, voice, model, settings, output_format):
                 pcm = decoder.feed(piece)
                 if pcm:
-                    yield TTSChunk(pcm=pcm, sample_rate=self.sample_rate)
-        tail = decoder.flush()
+                    yield TTSChunk(pcm=pcm, sample_rate=rate)
+            tail = decoder.flush()
         if tail:
-            yield TTSChunk(pcm=tail, sample_rate=self.sample_rate)
+            yield TTSChunk(pcm=tail, sample_rate=rate)
 
     # ------------------------------------------------------------------------------------------ WebSocket
 
-    def stream_input_url(self, voice: str, model: str) -> str:
-        query = urllib.parse.urlencode({"model_id": model, "output_format": self.output_format})
-        return (
-            f"{self.ws_base_url}/v1/text-to-speech/{urllib.parse.quote(voice, safe='')}/stream-input?{query}"
+    def stream_input_url(self, voice: str, model: str, output_format: str | None = None) -> str:
+        """The multi-context input-streaming socket's URL for a voice, model and output format."""
+        query = urllib.parse.urlencode(
+            {
+                "model_id": model,
+                "output_format": output_format or self.output_format,
+                "inactivity_timeout": self.inactivity_timeout_s,
+            }
         )
+        voice_path = urllib.parse.quote(voice, safe="")
+        return f"{self.ws_base_url}/v1/text-to-speech/{voice_path}/multi-stream-input?{query}"
 
     async def speak_text_stream(
         self, texts: AsyncIterable[str], config: TTSConfig | None = None
     ) -> AsyncIterator[TTSChunk]:
-        """Speak text pieces as they arrive on one realtime WebSocket; audio starts before the text ends.
+        """Speak text pieces as they arrive, on the session's socket; audio starts before the text ends.
 
-        Only opening the socket is retried: once text has been consumed it cannot be replayed.
+        A failure before any audio (the service closing the socket right after connecting, say) is retried on
+        a fresh socket with the text read so far replayed; once audio reached the caller it is surfaced. A
+        failing text source raises its own error, untouched. Each chunk carries the words the service timed
+        in it (seconds from the start of this call).
         """
         voice, model, settings = self._settings(config)
-        url = self.stream_input_url(voice, model)
-        ws = await call_with_retries(lambda: self._connect(url), self.retry)
-        decoder = _Decoder(self.codec, self.sample_rate)
-        sender = asyncio.create_task(self._send_texts(ws, texts, settings), name="elevenlabs-ws-send")
+        output_format, codec, rate = self._wire(config)
+        wanted = (config.sample_rate if config else None) or self.sample_rate
+        init: dict[str, Any] = {"voice_settings": settings}
+        if self.chunk_length_schedule:
+            init["generation_config"] = {"chunk_length_schedule": self.chunk_length_schedule}
+        key = (voice, model, output_format)
+        source = _Replay(texts)
+
+        def once() -> AsyncIterator[TTSChunk]:
+            return self._turn(source.iterate(), key, init, codec, rate)
+
+        chunks = at_rate(stream_with_retries(once, self.retry), wanted)
+        try:
+            async for chunk in chunks:
+                yield chunk
+        except _SourceFailed as failed:
+            raise failed.error from None
+        finally:
+            await chunks.aclose()  # a barge-in ends the turn's context now
+
+    async def _session_socket(self, key: tuple[str, str, str]) -> ElevenLabsSocket:
+        """The session's socket for ``key``, opened (again) when there is none, it closed, or ``key`` changed."""
+        async with self._socket_lock:
+            current = self._socket
+            if current is not None and current.usable and current.key == key:
+                return current
+            if current is not None:
+                if current.usable:
+                    log.info("voice/model/format changed: new realtime socket", extra={"provider": PROVIDER})
+                await current.aclose()
+                self._socket = None
+            assert self.api_key is not None
+            self._socket = await ElevenLabsSocket.open(
+                self.stream_input_url(*key),
+                self.api_key,
+                key,
+                connect_timeout_s=self.connect_timeout_s,
+                keepalive_s=self.keepalive_s,
+            )
+            return self._socket
+
+    async def _turn(
+        self,
+        texts: AsyncIterator[str],
+        key: tuple[str, str, str],
+        init: dict[str, Any],
+        codec: str,
+        rate: int,
+    ) -> AsyncIterator[TTSChunk]:
+        socket = await self._session_socket(key)
+        context = await socket.open_context(init)
+        sender = asyncio.create_task(self._feed(socket, context, texts), name="elevenlabs-ws-send")
+        decoder = _Decoder(codec, rate)
+        samples = 0
         finished = False
         try:
-            while not finished:
-                raw = await self._receive(ws, sender)
-                if raw is None:
+            while True:
+                message = await self._next(context, sender)
+                if message.get("isFinal"):
+                    finished = True
                     break
-                message = _parse_message(raw)
+                words = _words(message, samples / rate)
                 audio = message.get("audio")
-                if audio:
-                    try:
-                        pcm = decoder.feed(base64.b64decode(audio))
-                    except (binascii.Error, ValueError) as exc:
-                        raise ProviderResponseError(f"audio is not base64: {exc}", provider=PROVIDER) from exc
-                    if pcm:
-                        yield TTSChunk(pcm=pcm, sample_rate=self.sample_rate)
-                elif message.get("error") or (message.get("message") and not message.get("isFinal")):
-                    raise _ws_message_error(message)
-                finished = bool(message.get("isFinal"))
-            if not finished:
-                # The socket closed early: if feeding text failed, that failure is the story to tell.
-                await asyncio.wait({sender}, timeout=2.0)
-        except ProviderError:
-            raise
-        except Exception as exc:
-            if _failed(sender):
-                raise _sender_error(sender) from exc
-            raise map_error(exc) from exc
+                if not audio:
+                    if message.get("error") or message.get("message"):
+                        raise message_error(message)
+                    continue
+                try:
+                    pcm = decoder.feed(base64.b64decode(audio))
+                except (binascii.Error, ValueError) as exc:
+                    raise ProviderResponseError(f"audio is not base64: {exc}", provider=PROVIDER) from exc
+                except CodecError as exc:
+                    raise map_error(exc) from exc
+                samples += len(pcm) // 2
+                if pcm or words:
+                    yield TTSChunk(pcm=pcm, sample_rate=rate, words=words)
         finally:
             if not sender.done():
                 sender.cancel()
-            await asyncio.wait({sender})
-            _failed(sender)  # marks a failure as seen even when another error is being raised
-            await ws.close()
-        if not finished:
-            if _failed(sender):
-                raise _sender_error(sender)
-            raise _closed_error(ws)
+            await asyncio.gather(sender, return_exceptions=True)
+            socket.release(context)
+            if not finished:  # a barge-in, a failure: the context ends, the socket stays for the next turn
+                await socket.close_context(context.id)
         tail = decoder.flush()
         if tail:
-            yield TTSChunk(pcm=tail, sample_rate=self.sample_rate)
+            yield TTSChunk(pcm=tail, sample_rate=rate)
+        task = asyncio.create_task(socket.prepare_idle(init), name="elevenlabs-ws-idle")
+        self._idle_tasks.add(task)
+        task.add_done_callback(self._idle_tasks.discard)
 
-    async def _receive(self, ws: Any, sender: asyncio.Task[None]) -> str | bytes | None:
-        """The next message, or ``None`` once the socket closed normally.
-
-        While text is still being fed the service may rightly be silent; once all of it is sent, each
-        message must come within ``timeout_s``.
-        """
-        from websockets.exceptions import ConnectionClosedOK
-
-        recv = asyncio.ensure_future(ws.recv())
+    async def _next(self, context: Context, sender: asyncio.Task[None]) -> dict[str, Any]:
+        """The context's next message. While text is still being fed the service may rightly be silent; once
+        it is all sent, each message must come within ``timeout_s``. A failed feed raises its error."""
+        get = asyncio.ensure_future(context.queue.get())
         try:
-            done, _ = await asyncio.wait({recv, sender}, return_when=asyncio.FIRST_COMPLETED)
-            if recv not in done:
-                done, _ = await asyncio.wait({recv}, timeout=self.timeout_s)
-            if recv not in done:
+            if not sender.done():
+                await asyncio.wait({get, sender}, return_when=asyncio.FIRST_COMPLETED)
+            if not get.done() and sender.done() and not sender.cancelled() and sender.exception() is not None:
+                raise sender.exception()  # type: ignore[misc]
+            if not get.done():
+                await asyncio.wait({get}, timeout=self.timeout_s)
+            if not get.done():
                 raise timeout_error(PROVIDER, self.timeout_s)
-            raw: str | bytes = recv.result()
-            return raw
-        except ConnectionClosedOK:
-            return None
+            item = get.result()
         finally:
-            if not recv.done():
-                recv.cancel()
-                await asyncio.wait({recv})
+            if not get.done():
+                get.cancel()
+        if isinstance(item, ProviderError):
+            raise item
+        return item
 
-    async def _connect(self, url: str) -> Any:
-        from websockets.asyncio.client import connect
-
-        assert self.api_key is not None
-        try:
-            return await connect(
-                url,
-                additional_headers={"xi-api-key": self.api_key},
-                open_timeout=self.timeout_s,
-                max_size=None,
-            )
-        except Exception as exc:
-            raise map_error(exc) from exc
-
-    async def _send_texts(self, ws: Any, texts: AsyncIterable[str], settings: dict[str, Any]) -> None:
-        try:
-            await self._send_all(ws, texts, settings)
-        except Exception:
-            # Close the socket so the receiving side stops waiting for audio that will never come.
-            log.warning("text feed failed; closing the realtime socket", extra={"provider": PROVIDER})
-            await ws.close(code=1000, reason="input failed")
-            raise
-
-    async def _send_all(self, ws: Any, texts: AsyncIterable[str], settings: dict[str, Any]) -> None:
-        bos: dict[str, Any] = {"text": " ", "voice_settings": settings, "xi-api-key": self.api_key}
-        if self.chunk_length_schedule:
-            bos["generation_config"] = {"chunk_length_schedule": self.chunk_length_schedule}
-        await ws.send(json.dumps(bos))
+    async def _feed(self, socket: ElevenLabsSocket, context: Context, texts: AsyncIterator[str]) -> None:
+        """Send the text as word-complete pieces (a finished sentence is flushed), then flush and close the
+        context so the service answers ``isFinal`` once all of it is spoken."""
         chunker = _TextChunker()
         async for text in texts:
             for piece in chunker.push(text):
-                await ws.send(json.dumps(_text_message(piece)))
+                await socket.send(_text_message(piece, context.id))
         rest = chunker.finish()
+        end: dict[str, Any] = {"context_id": context.id, "flush": True}
         if rest:
-            await ws.send(json.dumps({"text": rest, "flush": True}))
-        await ws.send(json.dumps({"text": ""}))
+            end["text"] = rest
+        await socket.send(end)
+        await socket.send({"context_id": context.id, "close_context": True})
 
 
 # ---------------------------------------------------------------------------------------------- helpers
@@ -308,65 +457,41 @@ class _TextChunker:
         return rest + " " if rest else ""
 
 
-def _text_message(piece: str) -> dict[str, Any]:
-    message: dict[str, Any] = {"text": piece, "try_trigger_generation": True}
+def _text_message(piece: str, context_id: str) -> dict[str, Any]:
+    message: dict[str, Any] = {"text": piece, "context_id": context_id}
     if piece.rstrip().endswith(_SENTENCE_END):
         message["flush"] = True  # a finished sentence: speak it now rather than wait for more text
     return message
 
 
-def _parse_message(raw: str | bytes) -> dict[str, Any]:
-    try:
-        message = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ProviderResponseError(
-            f"unreadable realtime message: {str(raw)[:200]!r}", provider=PROVIDER
-        ) from exc
-    if not isinstance(message, dict):
-        raise ProviderResponseError("realtime message is not a JSON object", provider=PROVIDER)
-    return message
-
-
-def _ws_message_error(message: dict[str, Any]) -> ProviderError:
-    text = str(message.get("message") or message.get("error") or message)
-    code = message.get("code")
-    return _close_code_error(int(code) if isinstance(code, int) else 1011, text)
-
-
-def _close_code_error(code: int, reason: str) -> ProviderError:
-    reason = reason or f"closed with code {code}"
-    lowered = reason.lower()
-    if code == 1008 and ("key" in lowered or "auth" in lowered or "unauthori" in lowered):
-        log.warning("realtime socket refused the credentials", extra={"provider": PROVIDER, "ws_code": code})
-        return AuthenticationError(f"authentication failed: {reason}", provider=PROVIDER)
-    if code == 1008 or code == 1007:
-        return InvalidRequestError(f"invalid request: {reason}", provider=PROVIDER)
-    if code == 1013 or "rate" in lowered or "too many" in lowered:
-        return error_from_status(PROVIDER, 429, reason)
-    if code in (1011, 1012, 1014):
-        return error_from_status(PROVIDER, 500, reason)
-    return connection_error(PROVIDER, f"realtime socket closed ({code}): {reason}")
-
-
-def _closed_error(ws: Any) -> ProviderError:
-    code = getattr(ws, "close_code", None)
-    reason = getattr(ws, "close_reason", None) or ""
-    if code in (None, 1000, 1001, 1005, 1006):
-        return ProviderConnectionError(
-            f"the realtime socket closed before the final message (code {code})", provider=PROVIDER
-        )
-    return _close_code_error(int(code), reason)
-
-
-def _sender_error(task: asyncio.Task[None]) -> BaseException:
-    """What made the text feed fail (for example the LLM stream that produced the text), as it was raised."""
-    exc = task.exception()
-    assert exc is not None
-    return exc
-
-
-def _failed(task: asyncio.Task[None]) -> bool:
-    return task.done() and not task.cancelled() and task.exception() is not None
+def _words(message: dict[str, Any], offset_s: float) -> tuple[WordTiming, ...]:
+    """The words of a message's character ``alignment`` (else ``normalizedAlignment``), timed in seconds from
+    the start of the call (``offset_s`` is how much audio came before this message)."""
+    alignment = message.get("alignment") or message.get("normalizedAlignment")
+    if not isinstance(alignment, dict):
+        return ()
+    chars = alignment.get("chars") or []
+    starts = alignment.get("charStartTimesMs") or []
+    durations = alignment.get("charDurationsMs") or []
+    if not (len(chars) == len(starts) == len(durations)):
+        log.warning("alignment lists differ in length; words skipped", extra={"provider": PROVIDER})
+        return ()
+    words: list[WordTiming] = []
+    text = ""
+    first = last = 0.0
+    for char, start, duration in zip(chars, starts, durations, strict=True):
+        if str(char).isspace():
+            if text:
+                words.append(WordTiming(text, offset_s + first / 1000, offset_s + last / 1000))
+            text = ""
+            continue
+        if not text:
+            first = float(start)
+        text += str(char)
+        last = float(start) + float(duration)
+    if text:
+        words.append(WordTiming(text, offset_s + first / 1000, offset_s + last / 1000))
+    return tuple(words)
 
 
 def map_error(exc: BaseException) -> ProviderError:
@@ -374,7 +499,7 @@ def map_error(exc: BaseException) -> ProviderError:
     if isinstance(exc, ProviderError):
         return exc
     if isinstance(exc, CodecError):
-        return ProviderResponseError(f"undecodable audio: {exc}", provider=PROVIDER)
+        return ProviderResponseError(f"undecodable audio: {exc}", provider=PROVIDER, retryable=True)
     import httpx
     from elevenlabs.core.api_error import ApiError
     from websockets import exceptions as wse
@@ -383,20 +508,11 @@ def map_error(exc: BaseException) -> ProviderError:
         headers = exc.headers or {}
         retry_after = next((v for k, v in headers.items() if k.lower() == "retry-after"), None)
         return error_from_status(PROVIDER, int(exc.status_code or 500), _api_message(exc.body), retry_after)
-    if isinstance(exc, wse.InvalidStatus):
-        response = exc.response
-        body = response.body.decode("utf-8", "replace") if response.body else ""
-        return error_from_status(
-            PROVIDER, response.status_code, _api_message(body), response.headers.get("Retry-After")
-        )
-    if isinstance(exc, wse.ConnectionClosed):
-        rcvd = exc.rcvd
-        if rcvd is not None and rcvd.code not in (1000, 1001, 1006):
-            return _close_code_error(rcvd.code, rcvd.reason)
-        return connection_error(PROVIDER, f"realtime socket dropped: {exc}")
+    if isinstance(exc, wse.WebSocketException):
+        return map_socket_error(exc)
     if isinstance(exc, httpx.TimeoutException | TimeoutError | asyncio.TimeoutError):
         return timeout_error(PROVIDER)
-    if isinstance(exc, httpx.TransportError | wse.WebSocketException | OSError):
+    if isinstance(exc, httpx.TransportError | OSError):
         return connection_error(PROVIDER, exc)
     return ProviderError(f"unexpected failure: {type(exc).__name__}: {exc}", provider=PROVIDER)
 
@@ -478,4 +594,4 @@ def _expand_g711(data: bytes, codec: str) -> bytes:
     return bytes(out.astype("<i2").tobytes())
 
 
-__all__ = ["ElevenLabsTTSProvider", "map_error", "parse_output_format"]
+__all__ = ["PCM_RATES", "ElevenLabsTTSProvider", "map_error", "parse_output_format"]

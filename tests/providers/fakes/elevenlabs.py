@@ -3,11 +3,14 @@
 * ``POST /v1/text-to-speech/{voice_id}/stream?output_format=...`` answers chunked audio in the asked format
   (``pcm_<rate>``: raw PCM16; ``mp3_<rate>_<kbps>``: a real MP3 encoded with PyAV). Errors use the
   ``{"detail": {"status", "message"}}`` body.
-* ``GET /v1/text-to-speech/{voice_id}/stream-input`` is the realtime socket: the first message (``text": " "``)
-  carries ``voice_settings`` and ``xi-api-key``; text messages are synthesised as they arrive when they ask for
-  generation (``try_trigger_generation``/``flush``); ``{"text": ""}`` ends the input; the server answers
-  ``{"audio": <base64>, "isFinal": null, "normalizedAlignment": ...}`` messages and ``{"isFinal": true}``.
-  A bad key closes the socket with 1008 as the service does.
+* ``GET /v1/text-to-speech/{voice_id}/multi-stream-input`` is the multi-context realtime socket (key in the
+  ``xi-api-key`` header): ``{"text": " ", "context_id", "voice_settings"}`` opens a context; text messages add
+  to it and are synthesised on ``flush`` (or once ``generate_at`` characters are pending); ``{"text": "",
+  "context_id"}`` is the keep-alive; ``{"context_id", "close_context": true}`` speaks what is left and answers
+  ``{"isFinal": true, "contextId"}``; ``{"close_socket": true}`` ends the connection. Audio messages are
+  ``{"audio": <base64>, "alignment", "normalizedAlignment", "contextId"}``. A bad key closes with 1008; with
+  no message for ``inactivity_timeout`` seconds the service sends an ``input_timeout_exceeded`` error and
+  closes with 1008, as the real one does.
 
 The audio for a text is a deterministic 440 Hz tone of 10 ms per character, so tests can check it exactly.
 """
@@ -23,6 +26,7 @@ from aiohttp import WSMsgType, web
 
 from tests.providers.fakes._audio import encode_pcm16, sine_pcm16
 from tests.providers.fakes._base import (
+    Raw,
     Recorded,
     ScriptedServer,
     byte_pieces,
@@ -77,8 +81,32 @@ class SocketSession:
     headers: dict[str, str]
     received: list[dict[str, Any]] = field(default_factory=list)
     log: list[str] = field(default_factory=list)
-    """``"text:<piece>"`` for each text message received and ``"audio"`` for each audio message sent."""
+    """``"text:<ctx>:<piece>"`` per text received, ``"audio:<ctx>"`` per audio sent, ``"final:<ctx>"``,
+    ``"keepalive:<ctx>"``, ``"close_context:<ctx>"``."""
     closed_by_client: bool = False
+    close: tuple[int, str] | None = None
+    """The close code and reason the fake sent, if it closed the socket."""
+
+    def texts(self, context_id: str | None = None) -> list[str]:
+        """The text pieces received (for one context, or all), keep-alives and opening spaces left out."""
+        return [
+            m["text"]
+            for m in self.received
+            if m.get("text", "").strip() and (context_id is None or m.get("context_id") == context_id)
+        ]
+
+    def contexts(self) -> list[str]:
+        """Context ids in the order they were opened."""
+        return [m["context_id"] for m in self.received if m.get("text") == " " and "context_id" in m]
+
+
+@dataclass
+class CloseAfter:
+    """Close the socket with ``code``/``reason`` once ``messages`` messages arrived on it (0: at once)."""
+
+    messages: int
+    code: int = 1008
+    reason: str = "something went wrong"
 
 
 class FakeElevenLabs(ScriptedServer[Speech | Failure]):
@@ -88,17 +116,23 @@ class FakeElevenLabs(ScriptedServer[Speech | Failure]):
         self.chunk_bytes = chunk_bytes
         self.requests: list[Recorded] = []
         self.sessions: list[SocketSession] = []
+        self.http_raw: list[Raw] = []
+        """Off-script HTTP answers, used first (a 200 that is not audio)."""
         self.ws_cut_after_audio: int | None = None
         """Drop the realtime connection (no close frame) after this many audio messages."""
-        self.ws_stall_after_eos = False
-        """Never answer the end of input (a stuck service)."""
+        self.ws_stall_after_close: bool = False
+        """Never answer a context's close (a stuck service)."""
         self.ws_reject_status: int | None = None
         """Refuse the WebSocket handshake with this HTTP status."""
+        self.ws_close: list[CloseAfter] = []
+        """Scripted closes, one per connection in order (connections after them behave)."""
+        self.generate_at = 50
+        """Synthesise pending text once this many characters wait, as the service's chunk schedule does."""
         self.ws_base_url = ""
 
     def routes(self, app: web.Application) -> None:
         app.router.add_post("/v1/text-to-speech/{voice_id}/stream", self._http_stream)
-        app.router.add_get("/v1/text-to-speech/{voice_id}/stream-input", self._stream_input)
+        app.router.add_get("/v1/text-to-speech/{voice_id}/multi-stream-input", self._multi_stream_input)
 
     async def start(self) -> str:
         base_url = await super().start()
@@ -110,6 +144,8 @@ class FakeElevenLabs(ScriptedServer[Speech | Failure]):
     async def _http_stream(self, request: web.Request) -> web.StreamResponse:
         body = await request.json()
         self.requests.append(Recorded.of(request, body))
+        if self.http_raw:
+            return self.http_raw.pop(0).response()
         reply = self.next_reply(Speech())
         if isinstance(reply, Failure):
             headers = retry_after_headers(reply.retry_after, "retry-after")
@@ -132,21 +168,31 @@ class FakeElevenLabs(ScriptedServer[Speech | Failure]):
 
     # ------------------------------------------------------------------------------------------ WebSocket
 
-    async def _stream_input(self, request: web.Request) -> web.StreamResponse:
+    async def _multi_stream_input(self, request: web.Request) -> web.StreamResponse:
         if self.ws_reject_status is not None:
             detail = {"status": "rejected", "message": f"handshake refused with {self.ws_reject_status}"}
             return web.json_response({"detail": detail}, status=self.ws_reject_status)
         session = SocketSession(request.path, dict(request.query), dict(request.headers))
         self.sessions.append(session)
+        closer = self.ws_close.pop(0) if self.ws_close else None
         ws = web.WebSocketResponse()
         await ws.prepare(request)
         output_format = request.query.get("output_format", "mp3_44100_128")
-        pending = ""
+        inactivity = float(request.query.get("inactivity_timeout", "20"))
+        pending: dict[str, str] = {}
         audio_sent = 0
 
-        async def speak(text: str) -> bool:
+        async def close(code: int, reason: str) -> web.WebSocketResponse:
+            session.close = (code, reason)
+            await ws.close(code=code, message=reason.encode())
+            return ws
+
+        async def speak(context_id: str) -> bool:
             nonlocal audio_sent
-            audio = render(text, output_format)
+            text = pending.get(context_id, "")
+            pending[context_id] = ""
+            if not text.strip():
+                return True
             chars = list(text)
             alignment = {
                 "chars": chars,
@@ -154,45 +200,70 @@ class FakeElevenLabs(ScriptedServer[Speech | Failure]):
                 "charDurationsMs": [MS_PER_CHAR] * len(chars),
             }
             message = {
-                "audio": base64.b64encode(audio).decode(),
-                "isFinal": None,
+                "audio": base64.b64encode(render(text, output_format)).decode(),
                 "normalizedAlignment": alignment,
                 "alignment": alignment,
+                "contextId": context_id,
             }
             await ws.send_str(json.dumps(message))
-            session.log.append("audio")
+            session.log.append(f"audio:{context_id}")
             audio_sent += 1
             if self.ws_cut_after_audio is not None and audio_sent >= self.ws_cut_after_audio:
                 await cut(request)
                 return False
             return True
 
-        async for msg in ws:
+        if request.headers.get("xi-api-key") != self.api_key:
+            return await close(1008, "invalid_api_key: Invalid API key")
+        if closer is not None and closer.messages == 0:
+            return await close(closer.code, closer.reason)
+        while True:
+            try:
+                msg = await ws.receive(timeout=inactivity)
+            except TimeoutError:
+                reason = f"Have not received new text in the last {inactivity:g} seconds. Closing the socket."
+                error = {"message": reason, "error": "input_timeout_exceeded", "code": 1008}
+                await ws.send_str(json.dumps(error))
+                return await close(1008, reason)
             if msg.type != WSMsgType.TEXT:
-                continue
+                break
             data = json.loads(msg.data)
             session.received.append(data)
-            text = data.get("text")
-            if len(session.received) == 1:
-                key = data.get("xi-api-key") or request.headers.get("xi-api-key")
-                if text != " " or key != self.api_key:
-                    await ws.close(code=1008, message=b"invalid_api_key: Invalid API key")
-                    return ws
-                continue
-            if text == "":
-                if self.ws_stall_after_eos:
-                    continue
-                if pending.strip() and not await speak(pending):
-                    return ws
-                await ws.send_str(json.dumps({"isFinal": True}))
+            if closer is not None and len(session.received) >= closer.messages:
+                return await close(closer.code, closer.reason)
+            if data.get("close_socket"):
+                for context_id in list(pending):
+                    await speak(context_id)
+                    await ws.send_str(json.dumps({"isFinal": True, "contextId": context_id}))
                 await ws.close()
                 return ws
-            session.log.append(f"text:{text}")
-            pending += text
-            if (data.get("try_trigger_generation") or data.get("flush")) and pending.strip():
-                if not await speak(pending):
+            context_id = data.get("context_id", "default")
+            text = data.get("text")
+            if text == " ":
+                pending[context_id] = ""
+                continue
+            if text == "":
+                session.log.append(f"keepalive:{context_id}")
+                continue
+            if context_id not in pending:
+                error = {"message": f"context {context_id} does not exist", "error": "invalid_context"}
+                await ws.send_str(json.dumps({**error, "contextId": context_id}))
+                continue
+            if text:
+                session.log.append(f"text:{context_id}:{text}")
+                pending[context_id] += text
+            ready = data.get("flush") or len(pending[context_id]) >= self.generate_at
+            if ready and not await speak(context_id):
+                return ws
+            if data.get("close_context"):
+                session.log.append(f"close_context:{context_id}")
+                if self.ws_stall_after_close:
+                    continue
+                if not await speak(context_id):
                     return ws
-                pending = ""
+                pending.pop(context_id, None)
+                await ws.send_str(json.dumps({"isFinal": True, "contextId": context_id}))
+                session.log.append(f"final:{context_id}")
         session.closed_by_client = True
         return ws
 

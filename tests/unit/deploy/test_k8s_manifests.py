@@ -14,7 +14,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from tests.unit.deploy.files import K8S
+from tests.unit.deploy.files import K8S, env_example_variables
 
 KUBERNETES_VERSION = "1.33"
 
@@ -139,3 +139,11 @@ def test_config_references_resolve() -> None:
             ref = env["valueFrom"]["configMapKeyRef"]
             assert ref["key"] in config_data()
     assert {"LIVEKIT_API_KEY", "LIVEKIT_API_SECRET", "TOKEN_SERVICE_API_KEYS"} <= set(secret["stringData"])
+
+
+def test_config_map_is_in_step_with_env_example() -> None:
+    example = env_example_variables()
+    data = config_data()
+    assert set(data) <= set(example), set(data) - set(example)
+    for key in ("METRICS_PORT", "DRAIN_TIMEOUT_S", "AGENT_NAME"):
+        assert data[key] == example[key], key

@@ -15,6 +15,7 @@ import yaml
 
 from tests.unit.deploy.files import (
     DEPLOY_DOC,
+    ENV_EXAMPLE,
     LIVEKIT,
     compose_services,
     env_example_variables,
@@ -148,3 +149,9 @@ def test_public_livekit_url_defaults_to_the_livekit_domain() -> None:
     env = compose_services()["token-service"]["environment"]
     assert env["LIVEKIT_URL"] == "${PUBLIC_LIVEKIT_URL:-wss://${LIVEKIT_DOMAIN}}"
     assert {"LIVEKIT_DOMAIN", "TURN_DOMAIN", "APP_DOMAIN"} <= set(env_example_variables())
+
+
+def test_env_example_describes_the_turn_ports_livekit_yaml_sets() -> None:
+    turn = load_yaml(LIVEKIT)["turn"]
+    line = next(x for x in ENV_EXAMPLE.read_text().splitlines() if x.startswith("TURN_DOMAIN="))
+    assert f"TURN/UDP on {turn['udp_port']}" in line and "TURN/TLS on 443" in line

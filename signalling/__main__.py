@@ -22,9 +22,8 @@ def main(argv: list[str] | None = None) -> None:
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
 
-    import uvicorn
-
     from signalling.service import TokenServiceSettings, create_app
+    from signalling.service.server import run
 
     try:
         settings = TokenServiceSettings(TOKEN_SERVICE_OPEN_MODE=True) if args.open else TokenServiceSettings()
@@ -32,7 +31,13 @@ def main(argv: list[str] | None = None) -> None:
         for err in exc.errors():
             print(f"token service: {err['msg']}", file=sys.stderr)
         raise SystemExit(2) from None
-    uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level=args.log_level)
+    run(
+        create_app(settings),
+        host=args.host,
+        port=args.port,
+        log_level=args.log_level,
+        drain_timeout_s=settings.drain_timeout_s,
+    )
 
 
 if __name__ == "__main__":

@@ -1,7 +1,9 @@
 """The token service HTTP API (FastAPI).
 
-``POST /api/token`` issues a room token; ``GET /healthz`` says it is alive; ``/api/admin/*`` lists rooms and
-participants through the LiveKit server API; ``/`` serves the built web client when present.
+``POST /api/token`` issues a room token; ``GET /healthz`` says it is alive and ``GET /readyz`` whether it takes
+requests (not while draining); ``/api/admin/*`` lists rooms and participants through the LiveKit server API;
+``/`` serves the built web client when present. The API key is checked before a body is read, bodies are capped,
+failed authentications are throttled per client address, and every error is ``{"error": {...}}``.
 """
 
 import hashlib
@@ -16,10 +18,13 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from signalling.service.admin import AdminAPI, ParticipantSummary, RoomSummary
+from signalling.service.clientaddr import client_address
 from signalling.service.config import TokenServiceSettings
+from signalling.service.drain import Drain, DrainMiddleware
 from signalling.service.ratelimit import RateLimiter
 from signalling.service.tokens import generate_identity, mint_room_token
 from signalling.service.validation import (
@@ -81,10 +86,53 @@ def _error_json(status: int, body: ErrorBody, headers: dict[str, str] | None = N
     )
 
 
+_HTTP_CODES = {
+    400: "bad_request",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "body_too_large",
+    415: "unsupported_media_type",
+}
+
+
+async def read_capped_body(request: Request, limit: int) -> bytes:
+    """The request body, refused with 413 as soon as it is known to exceed ``limit`` bytes."""
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        if not declared.isdigit():
+            raise ServiceError(400, "bad_request", "Content-Length is not a number")
+        if int(declared) > limit:
+            raise ServiceError(413, "body_too_large", f"request bodies are limited to {limit} bytes")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise ServiceError(413, "body_too_large", f"request bodies are limited to {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def parse_token_request(raw: bytes) -> TokenRequest:
+    """Parse a ``POST /api/token`` body; any malformation is a 422 ``invalid_request`` naming the field."""
+    try:
+        return TokenRequest.model_validate_json(raw or b"null")
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        if first.get("type") == "json_invalid":
+            raise ServiceError(422, "invalid_request", "the body is not valid JSON") from None
+        loc = ".".join(str(p) for p in first.get("loc", ()))
+        raise ServiceError(
+            422, "invalid_request", str(first.get("msg", "invalid request")), field=loc or None
+        ) from None
+
+
 def create_app(settings: TokenServiceSettings | None = None, *, admin_api: AdminAPI | None = None) -> FastAPI:
     """Build the service. ``settings`` default to the environment."""
     settings = settings or TokenServiceSettings()
     limiter = RateLimiter(settings.rate_limit_per_minute, settings.rate_limit_burst)
+    auth_failures = RateLimiter(settings.auth_failures_per_minute, settings.auth_failure_burst)
+    drain = Drain()
     admin = admin_api or AdminAPI(
         settings.server_api_url, settings.livekit_api_key, settings.livekit_api_secret.get_secret_value()
     )
@@ -107,8 +155,14 @@ def create_app(settings: TokenServiceSettings | None = None, *, admin_api: Admin
         title="llmrtc token service",
         version="1.0.0",
         description="Issues least-privilege LiveKit room tokens that bring the llmrtc agent with the room.",
-        responses={401: {"model": ErrorResponse}, 429: {"model": ErrorResponse}},
+        responses={
+            401: {"model": ErrorResponse},
+            429: {"model": ErrorResponse},
+            503: {"model": ErrorResponse},
+        },
     )
+    app.state.drain = drain
+    app.add_middleware(DrainMiddleware, drain=drain)
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,
@@ -121,6 +175,17 @@ def create_app(settings: TokenServiceSettings | None = None, *, admin_api: Admin
     @app.exception_handler(ServiceError)
     async def _service_error(_: Request, exc: ServiceError) -> JSONResponse:
         return _error_json(exc.status, exc.body, exc.headers)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = _HTTP_CODES.get(exc.status_code, f"http_{exc.status_code}")
+        headers = dict(exc.headers) if exc.headers else None
+        return _error_json(exc.status_code, ErrorBody(code=code, message=str(exc.detail)), headers)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+        log.error("unexpected error", exc_info=exc)
+        return _error_json(500, ErrorBody(code="internal", message="internal error"))
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -145,22 +210,46 @@ def create_app(settings: TokenServiceSettings | None = None, *, admin_api: Admin
                 found = digest
         return found
 
+    def _address(request: Request) -> str:
+        peer = request.client.host if request.client else None
+        return client_address(peer, request.headers.get("x-forwarded-for"), settings.trusted_proxies)
+
+    def _refuse(address: str, message: str) -> ServiceError:
+        """A failed authentication: counted against the address (throttled once its budget is spent)."""
+        auth_failures.check(address)
+        log.info("authentication failed", extra={"client": address})
+        return ServiceError(401, "unauthorized", message)
+
+    def _throttled(address: str) -> None:
+        wait = auth_failures.peek(address)
+        if wait > 0:
+            raise ServiceError(
+                429,
+                "too_many_failures",
+                "too many failed authentications from this address; retry later",
+                headers={"Retry-After": RateLimiter.retry_after_header(wait)},
+            )
+
     def caller(request: Request, x_api_key: Annotated[str | None, Header()] = None) -> str:
-        """Authenticate: an API key, or (open mode only) the client address."""
+        """Authenticate (headers only, before any body is read): an API key, or (open mode) the address."""
+        address = _address(request)
         digest = _match_key(x_api_key)
         if digest is not None:
             return "key:" + digest.hex()[:16]
+        _throttled(address)
         if x_api_key:
-            raise ServiceError(401, "unauthorized", "the API key is not valid")
+            raise _refuse(address, "the API key is not valid")
         if settings.open_mode:
-            return "ip:" + (request.client.host if request.client else "unknown")
-        raise ServiceError(401, "unauthorized", "send an API key in the X-API-Key header")
+            return "ip:" + address
+        raise _refuse(address, "send an API key in the X-API-Key header")
 
-    def admin_caller(x_api_key: Annotated[str | None, Header()] = None) -> str:
+    def admin_caller(request: Request, x_api_key: Annotated[str | None, Header()] = None) -> str:
         """Admin endpoints always need an API key, even in open mode."""
         digest = _match_key(x_api_key)
         if digest is None:
-            raise ServiceError(401, "unauthorized", "admin endpoints need a valid X-API-Key header")
+            address = _address(request)
+            _throttled(address)
+            raise _refuse(address, "admin endpoints need a valid X-API-Key header")
         return "key:" + digest.hex()[:16]
 
     def rate_limited(who: Annotated[str, Depends(caller)]) -> str:
@@ -176,15 +265,37 @@ def create_app(settings: TokenServiceSettings | None = None, *, admin_api: Admin
 
     @app.get("/healthz", tags=["health"])
     async def healthz() -> dict[str, str]:
+        """Liveness: the process answers (also while draining)."""
         return {"status": "ok"}
+
+    @app.get("/readyz", tags=["health"], responses={503: {"model": ErrorResponse}})
+    async def readyz() -> JSONResponse:
+        """Readiness: takes requests; 503 while draining (a load balancer stops sending new ones)."""
+        if drain.draining:
+            return _error_json(
+                503, ErrorBody(code="shutting_down", message="the service is draining for shutdown")
+            )
+        return JSONResponse({"status": "ready"})
 
     @app.post(
         "/api/token",
         response_model=TokenResponse,
         tags=["tokens"],
-        responses={400: {"model": ErrorResponse}, 422: {"model": ErrorResponse}},
+        responses={
+            400: {"model": ErrorResponse},
+            413: {"model": ErrorResponse},
+            422: {"model": ErrorResponse},
+        },
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": TokenRequest.model_json_schema()}},
+            }
+        },
     )
-    async def issue_token(body: TokenRequest, who: Annotated[str, Depends(rate_limited)]) -> TokenResponse:
+    async def issue_token(request: Request, who: Annotated[str, Depends(rate_limited)]) -> TokenResponse:
+        # the key was checked (a dependency, headers only) before a byte of the body is read
+        body = parse_token_request(await read_capped_body(request, settings.max_body_bytes))
         try:
             room = check_room(body.room)
             identity = (
@@ -237,6 +348,13 @@ def create_app(settings: TokenServiceSettings | None = None, *, admin_api: Admin
 
     if settings.static_dir is not None and (settings.static_dir / "index.html").is_file():
         app.mount("/", StaticFiles(directory=settings.static_dir, html=True), name="web")
+        log.info("serving the web client from %s at /", settings.static_dir)
+    elif settings.static_dir is not None:
+        log.warning(
+            "no web client at %s (no index.html): / is not served; build it with `make -C web build` "
+            "or set WEB_STATIC_DIR",
+            settings.static_dir,
+        )
 
     return app
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ipaddress import IPv4Network, IPv6Network, ip_network
 from pathlib import Path
 from typing import Annotated
 
@@ -20,7 +21,10 @@ def _split_csv(value: object) -> object:
 class TokenServiceSettings(BaseSettings):
     """Everything the token service needs. Secrets are ``SecretStr`` so they never print."""
 
-    model_config = SettingsConfigDict(env_file=".env", extra="ignore", populate_by_name=True)
+    # a blank value (``WEB_STATIC_DIR=`` in .env.example) means unset: the default applies
+    model_config = SettingsConfigDict(
+        env_file=".env", extra="ignore", populate_by_name=True, env_ignore_empty=True
+    )
 
     livekit_url: str = Field(default="ws://localhost:7880", alias="LIVEKIT_URL")
     """The URL clients connect to (given back with every token)."""
@@ -44,11 +48,33 @@ class TokenServiceSettings(BaseSettings):
     rate_limit_per_minute: int = Field(default=30, ge=1, alias="TOKEN_RATE_LIMIT_PER_MINUTE")
     rate_limit_burst: int = Field(default=10, ge=1, alias="TOKEN_RATE_LIMIT_BURST")
     static_dir: Path | None = Field(default=DEFAULT_STATIC_DIR, alias="WEB_STATIC_DIR")
+    max_body_bytes: int = Field(default=16_384, ge=1024, le=1_048_576, alias="TOKEN_MAX_BODY_BYTES")
+    """Largest request body read; a larger one is refused (413) without being read."""
+    trusted_proxies: Annotated[list[IPv4Network | IPv6Network], NoDecode] = Field(
+        default_factory=list, alias="TOKEN_TRUSTED_PROXIES"
+    )
+    """Addresses (or networks) of reverse proxies whose ``X-Forwarded-For`` is believed; nobody else's is."""
+    auth_failures_per_minute: int = Field(default=10, ge=1, alias="TOKEN_AUTH_FAILURES_PER_MINUTE")
+    auth_failure_burst: int = Field(default=5, ge=1, alias="TOKEN_AUTH_FAILURE_BURST")
+    """Failed authentications allowed per client address (at once, and sustained) before it gets 429."""
+    drain_timeout_s: float = Field(default=10.0, ge=0, le=600, alias="TOKEN_DRAIN_TIMEOUT_S")
+    """On SIGTERM: how long in-flight requests may take to finish before the service exits anyway."""
 
     @field_validator("api_keys", mode="before")
     @classmethod
     def _keys_csv(cls, value: object) -> object:
         return _split_csv(value)
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _proxies_csv(cls, value: object) -> object:
+        parts = _split_csv(value)
+        if isinstance(parts, list):
+            try:
+                return [ip_network(str(p), strict=False) for p in parts]
+            except ValueError as exc:
+                raise ValueError(f"TOKEN_TRUSTED_PROXIES: {exc}") from None
+        return parts
 
     @field_validator("cors_origins", mode="before")
     @classmethod

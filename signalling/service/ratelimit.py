@@ -44,6 +44,15 @@ class RateLimiter:
             return 0.0
         return (1.0 - bucket.tokens) / self.rate
 
+    def peek(self, caller: str, now: float | None = None) -> float:
+        """Like :meth:`check` but takes nothing: 0.0 if a request would be allowed, else the wait."""
+        now = time.monotonic() if now is None else now
+        bucket = self._buckets.get(caller)
+        if bucket is None:
+            return 0.0
+        tokens = min(self.burst, bucket.tokens + (now - bucket.updated) * self.rate)
+        return 0.0 if tokens >= 1.0 else (1.0 - tokens) / self.rate
+
     @staticmethod
     def retry_after_header(wait_s: float) -> str:
         return str(max(1, math.ceil(wait_s)))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import unicodedata
 
-ROOM_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+ROOM_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 IDENTITY_MAX = 128
 NAME_MAX = 128
 METADATA_MAX_BYTES = 4096
@@ -25,7 +25,7 @@ def _has_control_chars(value: str) -> bool:
 
 
 def check_room(room: str) -> str:
-    if not ROOM_NAME.match(room):
+    if not ROOM_NAME.fullmatch(room):  # fullmatch: "$" would let a trailing newline through
         raise RequestRejected(
             "room",
             "room names are 1-64 characters: letters, digits, '_', '-' or '.', starting with a letter or digit",

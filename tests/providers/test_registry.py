@@ -252,3 +252,127 @@ async def test_base_url_alone_selects_openai_compatible_on_the_wire(closing: Clo
         assert (await tts.speak("hello")).audio == b"\x05\x00" * 480
         assert server.requests[0].body["model"] == "qwen2.5-7b-instruct"
         assert server.requests[0].headers["Authorization"] == "Bearer not-needed"
+
+
+# ---------------------------------------------------------------------------------------------- limits & TTS
+
+
+NETWORK_ENV = {
+    **ALL_KEYS,
+    "ELEVENLABS_API_KEY": "xi",
+    "OPENAI_BASE_URL": "http://127.0.0.1:9/v1",
+    "FASTER_WHISPER_URL": "http://127.0.0.1:9",
+    "PIPER_URL": "http://127.0.0.1:9",
+}
+
+
+def every_network_provider(env: dict[str, str], closing: Closer) -> list[object]:
+    """One of each network provider the registry builds, from ``env`` plus the explicit choice."""
+    built: list[object] = []
+    for name in (
+        "openai",
+        "anthropic",
+        "google",
+        "bedrock",
+        "openrouter",
+        "lmstudio",
+        "ollama",
+        "openai-compatible",
+    ):
+        built.append(create_llm_from_env({**env, "LLM_PROVIDER": name}))
+    for name in ("openai", "faster-whisper", "openai-compatible"):
+        built.append(create_stt_from_env({**env, "STT_PROVIDER": name}))
+    for name in ("elevenlabs", "openai", "piper", "openai-compatible"):
+        built.append(create_tts_from_env({**env, "TTS_PROVIDER": name}))
+    built.append(create_vision_from_env({**env, "VISION_PROVIDER": "llava"}))
+    for provider in built:
+        closing(provider)
+    return built
+
+
+def test_limits_from_the_environment_reach_every_network_provider(closing: Closer) -> None:
+    env = {
+        **NETWORK_ENV,
+        "PROVIDER_TIMEOUT_S": "3",
+        "PROVIDER_CONNECT_TIMEOUT_S": "1.5",
+        "PROVIDER_MAX_RETRIES": "0",
+    }
+    providers = every_network_provider(env, closing)
+    assert len(providers) == 16
+    for p in providers:
+        limits = (p.timeout_s, p.connect_timeout_s, p.retry.max_attempts)  # type: ignore[attr-defined]
+        assert limits == (3.0, 1.5, 1), type(p).__name__
+
+
+def test_default_limits_are_conversation_sized(closing: Closer) -> None:
+    for p in every_network_provider(NETWORK_ENV, closing):
+        limits = (p.timeout_s, p.connect_timeout_s, p.retry.max_attempts)  # type: ignore[attr-defined]
+        assert limits == (15.0, 5.0, 3), type(p).__name__
+
+
+async def test_limits_from_the_environment_on_the_wire(closing: Closer) -> None:
+    import asyncio
+
+    from llmrtc.errors import ProviderTimeoutError
+
+    async with serving(FakeOpenAI()) as server:
+        env = {"OPENAI_BASE_URL": server.base_url, "PROVIDER_TIMEOUT_S": "0.3", "PROVIDER_MAX_RETRIES": "1"}
+        llm = closing(create_llm_from_env(env))
+        server.push_chat(*[ChatTurn(text="late", stall_s=1.0)] * 2)
+        started = asyncio.get_running_loop().time()
+        with pytest.raises(ProviderTimeoutError):
+            await llm.complete(LLMRequest(messages=[Message.user("hi")]))
+        assert asyncio.get_running_loop().time() - started < 1.6, "two reads of 0.3 s and one backoff"
+        assert len(server.requests) == 2, "PROVIDER_MAX_RETRIES=1: one retry"
+
+
+async def test_openai_compatible_tts_format_rate_and_extra_body_from_env(closing: Closer) -> None:
+    """A Kokoro-style server: the format, the rates and its own JSON fields come from the environment."""
+    from llmrtc.audio.wav import pcm16_to_wav
+    from tests.providers.fakes._audio import sine_pcm16
+    from tests.providers.helpers import dominant_hz
+
+    tone24k = sine_pcm16(12000, 24000, freq=440, amplitude=8000)
+    async with serving(FakeOpenAI()) as server:
+        env = {
+            "OPENAI_BASE_URL": server.base_url,
+            "TTS_FORMAT": "wav",
+            "TTS_SAMPLE_RATE": "16000",
+            "TTS_EXTRA_BODY": '{"lang_code": "a", "normalization_options": {"normalize": false}}',
+            "OPENAI_TTS_VOICE": "af_heart",
+            "OPENAI_TTS_MODEL": "kokoro",
+        }
+        tts = closing(create_tts_from_env(env))
+        server.push_speech(Speech(pcm16_to_wav(tone24k, 24000), content_type="audio/wav"))
+        result = await tts.speak("Hello")
+        assert result.sample_rate == 16000 and abs(result.duration_s - 0.5) < 0.01
+        assert dominant_hz(result.audio, 16000) == pytest.approx(440, abs=4)
+        body = server.requests[-1].body
+        assert body["response_format"] == "wav" and body["voice"] == "af_heart" and body["model"] == "kokoro"
+        assert body["lang_code"] == "a" and body["normalization_options"] == {"normalize": False}
+        # raw pcm from a server that sends it at 22.05 kHz: declared with TTS_PCM_RATE, handed on as such
+        raw = closing(
+            create_tts_from_env(
+                {"OPENAI_BASE_URL": server.base_url, "TTS_PCM_RATE": "22050", "TTS_EXTRA_BODY": ""}
+            )
+        )
+        server.push_speech(Speech(sine_pcm16(11025, 22050, freq=440, amplitude=8000)))
+        pcm = await raw.speak("Hi")
+        assert pcm.sample_rate == 22050 and abs(pcm.duration_s - 0.5) < 0.01
+        assert "lang_code" not in server.requests[-1].body, "a blank TTS_EXTRA_BODY is unset"
+
+
+@pytest.mark.parametrize(
+    ("var", "value"),
+    [
+        ("TTS_EXTRA_BODY", "not json"),
+        ("TTS_EXTRA_BODY", "[1, 2]"),
+        ("TTS_SAMPLE_RATE", "0"),
+        ("PROVIDER_TIMEOUT_S", "-1"),
+        ("PROVIDER_CONNECT_TIMEOUT_S", "soon"),
+        ("PROVIDER_MAX_RETRIES", "-2"),
+    ],
+)
+def test_bad_limit_and_tts_values_are_config_errors(var: str, value: str) -> None:
+    with pytest.raises(ConfigError, match=var):
+        ProviderSettings.from_env({var: value})

@@ -198,7 +198,7 @@ def test_a_fixed_short_silence_cuts_the_same_pause(onnx_engine: VADEngine) -> No
 
 def test_runner_batches_across_streams_off_the_loop() -> None:
     det = detector("smart-turn")
-    runner = EndOfTurnRunner(det)
+    runner = EndOfTurnRunner(det, max_batch=8)
     items = [
         load_clip(clip(cid))[: 16000 * 2 * 3] for cid in ("complete_00_0", "pause_08_0", "complete_06_1")
     ] * 2

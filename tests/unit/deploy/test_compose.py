@@ -7,6 +7,8 @@ No Docker engine runs here, so the file is validated with the Compose specificat
 from __future__ import annotations
 
 import copy
+import ipaddress
+import re
 from typing import Any
 
 import jsonschema
@@ -163,20 +165,45 @@ def test_only_caddy_is_public() -> None:
 def test_caddy_routes_each_domain_to_its_listener() -> None:
     caddy = load_yaml(DEPLOY / "caddy/caddy.yaml")
     livekit = load_yaml(ROOT / "livekit.yaml")
-    routes = caddy["apps"]["layer4"]["servers"]["main"]["routes"]
-    by_sni = {r["match"][0]["tls"]["sni"][0]: r["handle"][-1]["upstreams"][0]["dial"][0] for r in routes}
-    assert by_sni == {
-        "#{ $TURN_DOMAIN }": f"localhost:{livekit['turn']['tls_port']}",
+    server = caddy["apps"]["http"]["servers"]["main"]
+    assert server["listen"] == [":443"]
+    # TURN/TLS: taken off by TLS server name before HTTP, TLS terminated, the stream to turn.tls_port.
+    layer4, tls = server["listener_wrappers"]
+    assert layer4["wrapper"] == "layer4" and tls == {"wrapper": "tls"}
+    (turn_route,) = layer4["routes"]
+    assert turn_route["match"] == [{"tls": {"sni": ["#{ $TURN_DOMAIN }"]}}]
+    assert [h["handler"] for h in turn_route["handle"]] == ["tls", "proxy"]
+    assert turn_route["handle"][1]["upstreams"] == [{"dial": [f"localhost:{livekit['turn']['tls_port']}"]}]
+    assert caddy["apps"]["tls"]["certificates"]["automate"] == ["#{ $TURN_DOMAIN }"]
+    # LiveKit signalling and the token service through the HTTP reverse proxy (X-Forwarded-For).
+    by_host = {
+        r["match"][0]["host"][0]: r["handle"][0]["upstreams"][0]["dial"]
+        for r in server["routes"]
+        if r["handle"][0]["handler"] == "reverse_proxy"
+    }
+    assert by_host == {
         "#{ $LIVEKIT_DOMAIN }": f"localhost:{livekit['port']}",
         "#{ $APP_DOMAIN }": "localhost:8080",
     }
-    assert caddy["apps"]["layer4"]["servers"]["main"]["listen"] == [":443"]
-    assert set(caddy["apps"]["tls"]["certificates"]["automate"]) == set(by_sni)
+    assert "127.0.0.1:8080:8080" in compose_services()["token-service"]["ports"]
     # Caddy reads the domains from its environment, which compose must pass.
     env = compose_services()["caddy"]["environment"]
     for var in ("LIVEKIT_DOMAIN", "TURN_DOMAIN", "APP_DOMAIN", "ACME_EMAIL"):
         assert var in env
-    assert "127.0.0.1:8080:8080" in compose_services()["token-service"]["ports"]
+
+
+def test_caddy_template_variables_are_all_passed() -> None:
+    lines = (DEPLOY / "caddy/caddy.yaml").read_text().splitlines()
+    text = "\n".join(line for line in lines if not line.lstrip().startswith("# "))  # not the comments
+    used = set(re.findall(r"#\{[^}]*\$([A-Z_][A-Z0-9_]*)", text))
+    assert used == set(compose_services()["caddy"]["environment"])
+
+
+def test_the_token_service_believes_forwarded_addresses_only_from_the_compose_network() -> None:
+    env = compose_services()["token-service"]["environment"]
+    networks = [ipaddress.ip_network(n) for n in env["TOKEN_TRUSTED_PROXIES"].split(",")]
+    assert all(n.is_private for n in networks)
+    assert any(ipaddress.ip_address("172.17.0.1") in n for n in networks)  # Docker's first bridge gateway
 
 
 def test_every_compose_variable_is_in_env_example() -> None:

@@ -135,7 +135,9 @@ class CartesiaTTSProvider(TTSProvider):
         self.language = language
         self.sample_rate = sample_rate
         self.base_url = (base_url or DEFAULT_BASE_URL).rstrip("/")
-        self.ws_base_url = ws_base_url.rstrip("/") if ws_base_url else None
+        if ws_base_url is None:  # the socket lives on the same host: http -> ws, https -> wss
+            ws_base_url = "ws" + self.base_url[4:] if self.base_url.startswith("http") else self.base_url
+        self.ws_base_url = ws_base_url.rstrip("/")
         self.add_timestamps = add_timestamps
         self.max_buffer_delay_ms = max_buffer_delay_ms
         self.timeout_s = timeout_s

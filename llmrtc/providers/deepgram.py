@@ -216,10 +216,9 @@ class DeepgramSTTProvider(STTProvider):
                 yield tail
 
     async def _open(self, stack: AsyncExitStack, options: dict[str, Any]) -> Any:
+        connect = self._client().listen.v1.connect(**options)
         try:
-            return await asyncio.wait_for(
-                stack.enter_async_context(self._client().listen.v1.connect(**options)), self.timeout_s
-            )
+            return await asyncio.wait_for(stack.enter_async_context(connect), self.timeout_s)
         except Exception as exc:
             raise map_error(exc, self.timeout_s) from exc
 
@@ -374,8 +373,9 @@ class DeepgramTTSProvider(TTSProvider):
 
     async def _once(self, text: str, model: str, config: TTSConfig | None) -> AsyncIterator[TTSChunk]:
         odd = b""
+        client = self._client()
         try:
-            audio = self._client().speak.v1.audio.generate(
+            audio = client.speak.v1.audio.generate(
                 text=text,
                 model=model,
                 encoding="linear16",

@@ -1,13 +1,14 @@
 """Provider selection from the environment, with the reference's variables and rules.
 
 - ``LLM_PROVIDER`` (openai, anthropic, google, bedrock, openrouter, lmstudio, ollama, openai-compatible),
-  ``STT_PROVIDER`` (openai, faster-whisper, openai-compatible) and ``TTS_PROVIDER`` (elevenlabs, openai,
-  piper, openai-compatible) choose explicitly.
+  ``STT_PROVIDER`` (openai, faster-whisper, openai-compatible, deepgram, openai-realtime) and ``TTS_PROVIDER``
+  (elevenlabs, openai, piper, openai-compatible, cartesia, deepgram) choose explicitly.
 - ``LOCAL_ONLY=true`` picks local providers: Ollama (or LM Studio when only ``LMSTUDIO_BASE_URL`` is set),
   Faster-Whisper and Piper, at ``OLLAMA_BASE_URL`` / ``LMSTUDIO_BASE_URL`` / ``FASTER_WHISPER_URL`` /
   ``PIPER_URL`` (or in-process with ``FASTER_WHISPER_MODEL`` / ``PIPER_MODEL``).
 - Otherwise the LLM is auto-detected from the keys: Anthropic -> Google -> Bedrock -> OpenRouter -> OpenAI;
-  STT defaults to OpenAI and TTS to ElevenLabs (then OpenAI) when their keys are set. ``OPENAI_BASE_URL``
+  STT defaults to Deepgram (then OpenAI) and TTS to ElevenLabs (then Cartesia, OpenAI, Deepgram) when their
+  keys are set. ``OPENAI_BASE_URL``
   without ``OPENAI_API_KEY`` means any OpenAI-compatible endpoint, chosen by its base URL alone.
 
 When nothing usable is configured a :class:`ConfigError` says exactly which variables to set.
@@ -41,8 +42,8 @@ LLM_CHOICES = (
     "ollama",
     "openai-compatible",
 )
-STT_CHOICES = ("openai", "faster-whisper", "openai-compatible")
-TTS_CHOICES = ("elevenlabs", "openai", "piper", "openai-compatible")
+STT_CHOICES = ("openai", "faster-whisper", "openai-compatible", "deepgram", "openai-realtime")
+TTS_CHOICES = ("elevenlabs", "openai", "piper", "openai-compatible", "cartesia", "deepgram")
 VISION_CHOICES = ("llava", "none")
 
 _ALIASES = {
@@ -58,6 +59,9 @@ _ALIASES = {
     "eleven": "elevenlabs",
     "11labs": "elevenlabs",
     "ollama-llava": "llava",
+    "openai_realtime": "openai-realtime",
+    "realtime": "openai-realtime",
+    "aura": "deepgram",
 }
 
 
@@ -100,6 +104,15 @@ class ProviderSettings(BaseSettings):
     elevenlabs_voice_id: str | None = None
     elevenlabs_model_id: str | None = None
     elevenlabs_output_format: str | None = None
+    deepgram_api_key: str | None = None
+    deepgram_base_url: str | None = None
+    deepgram_stt_model: str | None = None
+    deepgram_tts_model: str | None = None
+    cartesia_api_key: str | None = None
+    cartesia_base_url: str | None = None
+    cartesia_voice_id: str | None = None
+    cartesia_model_id: str | None = None
+    openai_realtime_stt_model: str | None = None
     # local
     lmstudio_base_url: str | None = None
     lmstudio_model: str | None = None
@@ -224,6 +237,16 @@ def _limits(s: ProviderSettings) -> dict[str, Any]:
         connect_timeout_s=s.provider_connect_timeout_s,
         max_retries=s.provider_max_retries,
     )
+
+
+def _socket_limits(s: ProviderSettings) -> dict[str, Any]:
+    """``timeout_s`` and a ``retry`` policy for the WebSocket providers (Deepgram, Cartesia, OpenAI realtime)."""
+    from llmrtc.providers.resilience import RetryPolicy
+
+    options: dict[str, Any] = _opt(timeout_s=s.provider_timeout_s)
+    if s.provider_max_retries is not None:
+        options["retry"] = RetryPolicy(max_attempts=s.provider_max_retries + 1)
+    return options
 
 
 def _need(var: str, value: str | None, why: str) -> str:
@@ -390,12 +413,14 @@ def create_llm_from_env(env: Mapping[str, str] | ProviderSettings | None = None)
 # ---------------------------------------------------------------------------------------------- STT
 
 _NO_STT = (
-    "No STT provider is configured. Set OPENAI_API_KEY (OpenAI Whisper), or STT_PROVIDER=faster-whisper with "
+    "No STT provider is configured. Set DEEPGRAM_API_KEY (Deepgram streaming) or OPENAI_API_KEY (OpenAI Whisper; "
+    "STT_PROVIDER=openai-realtime streams), or STT_PROVIDER=faster-whisper with "
     "FASTER_WHISPER_URL (a faster-whisper server) or FASTER_WHISPER_MODEL (in-process), or LOCAL_ONLY=true."
 )
 
 
 _STT_RULES: tuple[_Rule, ...] = (
+    ("deepgram", lambda s: s.deepgram_api_key),
     ("openai", lambda s: s.openai_api_key),
     ("faster-whisper", lambda s: s.faster_whisper_url or s.faster_whisper_model),
     ("openai-compatible", lambda s: s.openai_base_url),
@@ -422,6 +447,18 @@ def create_stt_from_env(env: Mapping[str, str] | ProviderSettings | None = None)
         provider = _openai_family(
             "STT", name, s, why, language=s.stt_language, **_opt(model=s.openai_stt_model)
         )
+    elif name == "deepgram":
+        provider = _load("deepgram", "DeepgramSTTProvider", "deepgram")(
+            api_key=_need("DEEPGRAM_API_KEY", s.deepgram_api_key, why),
+            **_opt(model=s.deepgram_stt_model, language=s.stt_language, base_url=s.deepgram_base_url),
+            **_socket_limits(s),
+        )
+    elif name == "openai-realtime":
+        provider = _load("openai_realtime", "OpenAIRealtimeSTTProvider", "openai-realtime")(
+            api_key=_need("OPENAI_API_KEY", s.openai_api_key, why),
+            **_opt(model=s.openai_realtime_stt_model, language=s.stt_language, base_url=s.openai_base_url),
+            **_socket_limits(s),
+        )
     else:
         from llmrtc.providers.faster_whisper import FasterWhisperLocalSTTProvider, FasterWhisperSTTProvider
 
@@ -437,14 +474,17 @@ def create_stt_from_env(env: Mapping[str, str] | ProviderSettings | None = None)
 # ---------------------------------------------------------------------------------------------- TTS
 
 _NO_TTS = (
-    "No TTS provider is configured. Set ELEVENLABS_API_KEY or OPENAI_API_KEY, or TTS_PROVIDER=piper with "
+    "No TTS provider is configured. Set ELEVENLABS_API_KEY, CARTESIA_API_KEY, OPENAI_API_KEY or DEEPGRAM_API_KEY, "
+    "or TTS_PROVIDER=piper with "
     "PIPER_URL (a Piper HTTP server) or PIPER_MODEL (an .onnx voice, in-process), or LOCAL_ONLY=true."
 )
 
 
 _TTS_RULES: tuple[_Rule, ...] = (
     ("elevenlabs", lambda s: s.elevenlabs_api_key),
+    ("cartesia", lambda s: s.cartesia_api_key),
     ("openai", lambda s: s.openai_api_key),
+    ("deepgram", lambda s: s.deepgram_api_key),
     ("piper", lambda s: s.piper_url or s.piper_model),
     ("openai-compatible", lambda s: s.openai_base_url),
 )
@@ -494,6 +534,18 @@ def create_tts_from_env(env: Mapping[str, str] | ProviderSettings | None = None)
         )
     elif name in _OPENAI_FAMILY:
         provider = _openai_family("TTS", name, s, why, **_tts_options(name, s))
+    elif name == "cartesia":
+        provider = _load("cartesia", "CartesiaTTSProvider", "cartesia")(
+            api_key=_need("CARTESIA_API_KEY", s.cartesia_api_key, why),
+            **_opt(voice_id=s.cartesia_voice_id, model_id=s.cartesia_model_id, base_url=s.cartesia_base_url),
+            **_socket_limits(s),
+        )
+    elif name == "deepgram":
+        provider = _load("deepgram", "DeepgramTTSProvider", "deepgram")(
+            api_key=_need("DEEPGRAM_API_KEY", s.deepgram_api_key, why),
+            **_opt(model=s.deepgram_tts_model, base_url=s.deepgram_base_url),
+            **_socket_limits(s),
+        )
     else:
         from llmrtc.providers.piper import PiperHTTPTTSProvider, PiperLocalTTSProvider
 

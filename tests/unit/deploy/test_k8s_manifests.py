@@ -145,5 +145,5 @@ def test_config_map_is_in_step_with_env_example() -> None:
     example = env_example_variables()
     data = config_data()
     assert set(data) <= set(example), set(data) - set(example)
-    for key in ("METRICS_PORT", "DRAIN_TIMEOUT_S", "AGENT_NAME"):
+    for key in ("DRAIN_TIMEOUT_S", "AGENT_NAME"):
         assert data[key] == example[key], key

@@ -80,6 +80,7 @@ async def test_env_selected_deepgram_and_cartesia_work_on_the_wire(closing: Clos
         assert context.requests[0]["voice"]["id"] == "voice-from-env"
         aura = closing(create_tts_from_env({**env, "TTS_PROVIDER": "deepgram"}))
         assert (await aura.speak("ok")).audio == aura_tone(2, 24000)
+        await tts.aclose()  # its socket stays open until then; the fake waits for open sockets on shutdown
 
 
 async def test_env_selected_openai_realtime_works_on_the_wire(closing: Closer) -> None:

@@ -4,7 +4,9 @@ client) on a background loop, and the worker as a subprocess pointed at the fake
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
+import signal
 import socket
 import subprocess
 import wave
@@ -48,11 +50,11 @@ def ensure_web_build() -> Path | str:
 class TokenService:
     """The real token service app under uvicorn, on an ephemeral port of the background loop."""
 
-    def __init__(self, settings: TokenServiceSettings) -> None:
+    def __init__(self, settings: TokenServiceSettings, port: int = 0) -> None:
         self.server = uvicorn.Server(uvicorn.Config(create_app(settings), log_level="warning", lifespan="on"))
         self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self._sock.bind(("127.0.0.1", 0))
+        self._sock.bind(("127.0.0.1", port))
         self.port = int(self._sock.getsockname()[1])
         self._task: asyncio.Task[None] | None = None
 
@@ -77,6 +79,19 @@ class TokenService:
         self._sock.close()
 
 
+def token_settings(livekit_url: str, static_dir: Path) -> TokenServiceSettings:
+    return TokenServiceSettings(
+        LIVEKIT_URL=livekit_url,
+        LIVEKIT_API_KEY=API_KEY,
+        LIVEKIT_API_SECRET=API_SECRET,
+        TOKEN_SERVICE_OPEN_MODE=True,
+        AGENT_NAME=AGENT_NAME,
+        WEB_STATIC_DIR=static_dir,
+        TOKEN_RATE_LIMIT_BURST=50,
+        _env_file=None,
+    )
+
+
 @dataclass
 class Stack:
     bg: BackgroundLoop
@@ -84,6 +99,7 @@ class Stack:
     fake: OpenAIFake
     tokens: TokenService
     worker: WorkerProcess
+    workdir: Path
 
     @classmethod
     def start(cls, workdir: Path, static_dir: Path) -> Stack:
@@ -92,16 +108,7 @@ class Stack:
         fake = OpenAIFake(chunk_delay_s=0.03)
         bg.run(dev.start())
         bg.run(fake.start())
-        settings = TokenServiceSettings(
-            LIVEKIT_URL=dev.url,
-            LIVEKIT_API_KEY=API_KEY,
-            LIVEKIT_API_SECRET=API_SECRET,
-            TOKEN_SERVICE_OPEN_MODE=True,
-            AGENT_NAME=AGENT_NAME,
-            WEB_STATIC_DIR=static_dir,
-            _env_file=None,
-        )
-        tokens = TokenService(settings)
+        tokens = TokenService(token_settings(dev.url, static_dir))
         bg.run(tokens.start())
         env = {
             "LIVEKIT_URL": dev.url,
@@ -114,13 +121,44 @@ class Stack:
             **provider_env(fake),
         }
         worker = WorkerProcess(env, workdir / "worker.log").start()
-        stack = cls(bg, dev, fake, tokens, worker)
+        stack = cls(bg, dev, fake, tokens, worker, workdir)
         try:
             worker.wait_registered()
         except BaseException:
             stack.stop()
             raise
         return stack
+
+    def crash_worker(self) -> None:
+        """Kill the worker like a crash (SIGKILL, no goodbye): the dev server re-dispatches its rooms."""
+        proc = self.worker.proc
+        assert proc is not None
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+        self.worker.stop()
+
+    def start_worker(self) -> None:
+        """A new worker process (a restart): new agent identities, turn ids from the start again."""
+        n = len(list(self.workdir.glob("worker*.log")))
+        self.worker = WorkerProcess(self.worker.env, self.workdir / f"worker{n}.log").start()
+        self.worker.wait_registered()
+
+    def stop_devserver(self) -> None:
+        self.bg.run(self.dev.stop())
+
+    def start_devserver(self) -> None:
+        """The dev server again on the same port (a server restart: no rooms, no workers until they return)."""
+        self.dev = DevServer("127.0.0.1", self.dev.port, API_KEY, API_SECRET)
+        self.bg.run(self.dev.start())
+
+    def stop_provider(self) -> None:
+        """The OpenAI-compatible server goes away: connections are refused."""
+        self.bg.run(self.fake.stop())
+
+    def start_provider(self) -> None:
+        old = self.fake
+        self.fake = OpenAIFake(chunk_delay_s=old.chunk_delay_s, port=old.port)
+        self.bg.run(self.fake.start())
 
     def stop(self) -> None:
         self.worker.stop()

@@ -1,7 +1,10 @@
 """Read the Grafana dashboard: its panels, their PromQL queries and the metric names those queries use.
 
 ``dashboard_metric_names(path)`` is what a test against a real ``/metrics`` scrape reuses: every name it returns
-must appear in the scrape (histogram names come back as the series the query reads, e.g. ``..._bucket``).
+must appear in the scrape (histogram names come back as the series the query reads, e.g. ``..._bucket``), and
+``scrape_sample_names(text)`` gives the names a scrape holds::
+
+    assert dashboard_metric_names() <= scrape_sample_names(metrics_text)
 """
 
 from __future__ import annotations
@@ -149,3 +152,10 @@ def metric_family(series: str) -> str:
         if series.endswith(suffix) and series[: -len(suffix)] in EXPORTED_FAMILIES:
             return series[: -len(suffix)]
     return series
+
+
+def scrape_sample_names(text: str) -> set[str]:
+    """Every sample name in a Prometheus text exposition (``x_bucket``, ``x_sum``, ``x_total``, gauges ...)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return {sample.name for family in text_string_to_metric_families(text) for sample in family.samples}

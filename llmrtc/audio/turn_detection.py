@@ -376,8 +376,9 @@ class TurnSegmenter(Segmenter):
 
 
 DEFAULTS: dict[TurnDetectionKind, EndOfTurnPolicy] = {
+    # asked after 128 ms: on the corpus as few false endpoints as after 64 ms, more complete turns recognized
     "smart-turn": EndOfTurnPolicy(
-        min_silence_ms=250, max_silence_ms=1600, complete_threshold=0.5, probe_ms=64
+        min_silence_ms=250, max_silence_ms=1600, complete_threshold=0.5, probe_ms=128
     ),
     # LiveKit Agents' own settings for its local model: 200 ms of silence first, "unlikely" below 0.36 (en)
     "livekit": EndOfTurnPolicy(
@@ -431,6 +432,21 @@ class TurnDetectionSettings(BaseSettings):
             return EndOfTurnPolicy.model_validate(merged)
         except ValueError as exc:
             raise ConfigError(f"invalid TURN_* settings: {exc}") from exc
+
+    def segmenter(
+        self,
+        config: SegmenterConfig | None = None,
+        *,
+        on_event: Callable[[TurnEvent], None] | None = None,
+        runner: EndOfTurnRunner | None = None,
+    ) -> TurnSegmenter:
+        """A :class:`TurnSegmenter` for one stream: these settings' policy, the model on the process-wide
+        runner (``runner`` overrides it). ``config.max_silence_ms`` plays ``VAD_MIN_SILENCE_MS``."""
+        config = config or SegmenterConfig()
+        policy = self.policy(vad_min_silence_ms=config.max_silence_ms)
+        if self.detection != "vad" and runner is None:
+            runner = get_shared_runner(self.detection)
+        return TurnSegmenter(config, policy=policy, runner=runner, on_event=on_event)
 
 
 def create_detector(kind: TurnDetectionKind) -> EndOfTurnDetector | None:

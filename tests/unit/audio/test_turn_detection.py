@@ -247,3 +247,35 @@ def test_importing_the_turn_modules_loads_no_livekit_and_no_model() -> None:
         "assert not bad, bad"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+async def test_settings_segmenter_on_the_worker_path(
+    onnx_engine: VADEngine, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """As the worker would: the async, batched listener with the settings' segmenter and the shared runner."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("TURN_DETECTION", "smart-turn")
+    for name in ("TURN_MIN_SILENCE_MS", "TURN_MAX_SILENCE_MS", "TURN_COMPLETE_THRESHOLD"):
+        monkeypatch.delenv(name, raising=False)
+    settings = TurnDetectionSettings()
+    events: list[TurnEvent] = []
+    seg = settings.segmenter(CONFIG, on_event=events.append)
+    assert seg.runner is not None and seg.runner is settings.segmenter(CONFIG).runner  # one per process
+    assert seg.policy == DEFAULTS["smart-turn"]
+    listener = SpeechListener(config=CONFIG, engine=onnx_engine)
+    listener.segmenter = seg
+    c = clip("pause_08_0")
+    pcm = load_clip(c)
+    ends: list[tuple[float, SpeechEnd]] = []
+    for i in range(0, len(pcm), FRAME):
+        for ev in await listener.push(pcm[i : i + FRAME]):
+            if isinstance(ev, SpeechEnd):
+                ends.append((seg.time_s, ev))
+        await asyncio.sleep(0.005)  # 4x real time
+    listener.close()
+    decisions = [e for e in events if isinstance(e, TurnDecision)]
+    assert len(ends) == 1 and ends[0][1].end_s >= c.speech_end_s - 0.1  # the pause did not end the turn
+    assert decisions and not decisions[0].complete and decisions[-1].complete is not None
+    monkeypatch.setenv("TURN_DETECTION", "vad")
+    vad = TurnDetectionSettings().segmenter(CONFIG)
+    assert vad.runner is None and vad.detector is None and vad.config.max_silence_ms == CONFIG.max_silence_ms

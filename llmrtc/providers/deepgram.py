@@ -7,7 +7,8 @@ audio as it arrives (``KeepAlive`` while the source is silent, ``CloseStream`` a
 ``speech_final`` or an ``UtteranceEnd`` message. Words keep their timings (seconds from the start of the stream).
 
 :class:`DeepgramTTSProvider` posts to ``/v1/speak`` with ``speak.v1.audio.generate`` asking for raw
-``linear16`` at :attr:`sample_rate` and yields the PCM as it streams.
+``linear16`` at :attr:`sample_rate` and yields the PCM as it streams; its ``speak_text_stream`` feeds the
+pieces of one answer to the ``/v1/speak`` WebSocket (``Speak`` messages, one ``Flush`` at the end).
 """
 
 from __future__ import annotations
@@ -325,10 +326,10 @@ class _ResultAssembler:
 
 
 class DeepgramTTSProvider(TTSProvider):
-    """Deepgram Aura voices over HTTP streaming (raw ``linear16``)."""
+    """Deepgram Aura voices: HTTP streaming for one text, the ``/v1/speak`` WebSocket for streamed text."""
 
     name = PROVIDER
-    capabilities = TTSCapabilities(streaming=True)
+    capabilities = TTSCapabilities(streaming=True, input_streaming=True)
 
     def __init__(
         self,
@@ -394,6 +395,91 @@ class DeepgramTTSProvider(TTSProvider):
             raise map_error(exc, self.timeout_s) from exc
         if odd:
             raise ProviderResponseError("audio ended inside a sample", provider=PROVIDER)
+
+    async def speak_text_stream(
+        self, texts: AsyncIterable[str], config: TTSConfig | None = None
+    ) -> AsyncIterator[TTSChunk]:
+        """Speak the pieces of one answer as they arrive on one ``/v1/speak`` socket (``Speak`` per piece,
+        one ``Flush`` at the end, as Deepgram asks for LLM output); audio starts before the text ends.
+
+        Only opening the socket is retried: text already consumed cannot be replayed.
+        """
+        model = ((config.voice or config.model) if config else None) or self.model
+        options: dict[str, Any] = {"model": model, "encoding": "linear16", "sample_rate": self.sample_rate}
+        if config is not None and config.speed is not None:
+            options["speed"] = config.speed
+        async with AsyncExitStack() as stack:
+            socket = await call_with_retries(lambda: self._open_speak(stack, options), self.retry)
+            sender = asyncio.create_task(self._send_texts(socket, texts), name="deepgram-speak-send")
+            odd = b""
+            flushed = False
+            try:
+                while not flushed:
+                    try:
+                        message = await receive_or_sender_failure(socket.recv, sender, self.timeout_s)
+                    except Exception as exc:
+                        if sender.done() and not sender.cancelled() and sender.exception() is exc:
+                            raise
+                        if is_closed_ok(exc):
+                            raise truncated_stream(PROVIDER, "Flushed") from exc
+                        raise map_error(exc, self.timeout_s) from exc
+                    if isinstance(message, bytes):
+                        data = odd + message
+                        cut = len(data) - len(data) % 2
+                        data, odd = data[:cut], data[cut:]
+                        if data:
+                            yield TTSChunk(pcm=data, sample_rate=self.sample_rate)
+                        continue
+                    kind = _kind(message)
+                    if kind == "Flushed":
+                        flushed = True
+                    elif kind == "Warning":
+                        log.warning(
+                            "Deepgram warning: %s",
+                            _field(message, "description"),
+                            extra={"provider": PROVIDER, "code": _field(message, "code")},
+                        )
+                    elif kind == "Error":
+                        raise ProviderResponseError(
+                            f"Deepgram error: {_field(message, 'description') or message}", provider=PROVIDER
+                        )
+            finally:
+                failure = await stop_task(sender)
+            if failure is not None:
+                raise failure
+            try:
+                await socket.send_close()
+            except Exception as exc:  # the answer is complete; a failing goodbye changes nothing
+                log.debug("closing the speak socket failed: %s", exc, extra={"provider": PROVIDER})
+
+    async def _open_speak(self, stack: AsyncExitStack, options: dict[str, Any]) -> Any:
+        connect = self._client().speak.v1.connect(**options)
+        try:
+            return await asyncio.wait_for(stack.enter_async_context(connect), self.timeout_s)
+        except Exception as exc:
+            raise map_error(exc, self.timeout_s) from exc
+
+    async def _send_texts(self, socket: Any, texts: AsyncIterable[str]) -> None:
+        from deepgram.speak.v1.types import SpeakV1Text
+
+        async for text in texts:
+            if text:
+                await self._guard(socket.send_text(SpeakV1Text(type="Speak", text=text)))
+        await self._guard(socket.send_flush())
+
+    async def _guard(self, call: Awaitable[None]) -> None:
+        try:
+            await call
+        except Exception as exc:
+            raise map_error(exc, self.timeout_s) from exc
+
+
+def _kind(message: Any) -> Any:
+    return message.get("type") if isinstance(message, dict) else getattr(message, "type", None)
+
+
+def _field(message: Any, name: str) -> Any:
+    return message.get(name) if isinstance(message, dict) else getattr(message, name, None)
 
 
 __all__ = ["DeepgramSTTProvider", "DeepgramTTSProvider", "map_error"]

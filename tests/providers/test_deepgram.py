@@ -240,6 +240,50 @@ async def test_aura_errors_mapped_and_retried(fake: FakeDeepgram, closing: Close
         await tts(fake, closing).speak("hi")
 
 
+async def test_aura_socket_speaks_text_pieces_as_they_arrive(fake: FakeDeepgram, closing: Closer) -> None:
+    heard_audio = asyncio.Event()
+    waited_for_audio: list[bool] = []
+
+    async def answer() -> AsyncIterator[str]:
+        yield "Hello there. "
+        await asyncio.wait_for(heard_audio.wait(), 5)
+        waited_for_audio.append(True)
+        yield "How are "
+        yield "you"
+
+    chunks = []
+    async for chunk in tts(fake, closing).speak_text_stream(answer(), TTSConfig(voice="aura-2-zeus-en")):
+        chunks.append(chunk)
+        heard_audio.set()
+    assert waited_for_audio == [True]  # audio of the first sentence came before the rest of the text
+    assert b"".join(c.pcm for c in chunks) == tone(len("Hello there."), 24000) + tone(
+        len(" How are you"), 24000
+    )
+    session = fake.speak_sessions[0]
+    assert session.query["model"] == "aura-2-zeus-en" and session.query["encoding"] == "linear16"
+    assert session.controls == ["Speak", "Speak", "Speak", "Flush", "Close"]
+    assert session.headers["Authorization"] == f"Token {fake.api_key}"
+
+
+async def test_aura_socket_failures_are_typed(fake: FakeDeepgram, closing: Closer) -> None:
+    with pytest.raises(AuthenticationError):
+        async for _ in tts(fake, closing, api_key="bad").speak_text_stream(_texts("hi.")):
+            pass
+    fake.speak_drop_after_frames = 1
+    got = []
+    with pytest.raises(ProviderConnectionError):
+        async for chunk in tts(fake, closing).speak_text_stream(
+            _texts("A long first sentence here.", " More.")
+        ):
+            got.append(chunk)
+    assert len(got) == 1
+
+
+async def _texts(*pieces: str) -> AsyncIterator[str]:
+    for piece in pieces:
+        yield piece
+
+
 @pytest.mark.live
 @pytest.mark.skipif(
     not (os.environ.get("LLMRTC_LIVE_TESTS") and os.environ.get("DEEPGRAM_API_KEY")),

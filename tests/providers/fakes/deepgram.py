@@ -13,7 +13,10 @@ and closes with 1000. Messages have the shapes of Deepgram's docs (``channel.alt
 
 Aura (``POST /v1/speak?model=...&encoding=linear16&container=none&sample_rate=...``, body ``{"text"}``)
 answers chunked raw PCM: a 440 Hz tone of 10 ms per character. Errors use ``{"err_code", "err_msg",
-"request_id"}``.
+"request_id"}``. The Aura socket (``GET /v1/speak`` upgraded, ``model``/``encoding``/``sample_rate`` in the
+query) opens with ``Metadata``, buffers ``{"type": "Speak", "text"}`` and speaks every complete sentence at
+once as binary frames; ``Flush`` speaks the rest and answers ``{"type": "Flushed", "sequence_id"}``;
+``Close`` closes.
 """
 
 from __future__ import annotations
@@ -99,6 +102,9 @@ class FakeDeepgram(ScriptedServer[Failure | None]):
         self.utterances: list[Utterance] = []
         self.sessions: list[Listen] = []
         self.speak_requests: list[Recorded] = []
+        self.speak_sessions: list[Listen] = []
+        self.speak_drop_after_frames: int | None = None
+        """Drop the Aura socket (no close frame) after this many audio frames."""
         self.reject_status: list[int] = []
         """Refuse the next handshakes with these HTTP statuses (one per connection)."""
         self.close_after_s: tuple[float, int, str] | None = None
@@ -110,6 +116,7 @@ class FakeDeepgram(ScriptedServer[Failure | None]):
     def routes(self, app: web.Application) -> None:
         app.router.add_get("/v1/listen", self._listen)
         app.router.add_post("/v1/speak", self._speak)
+        app.router.add_get("/v1/speak", self._speak_socket)
 
     async def start(self) -> str:
         base_url = await super().start()
@@ -175,6 +182,65 @@ class FakeDeepgram(ScriptedServer[Failure | None]):
         return ws
 
     # ------------------------------------------------------------------------------------------ Aura TTS
+
+    async def _speak_socket(self, request: web.Request) -> web.StreamResponse:
+        if self.reject_status:
+            status = self.reject_status.pop(0)
+            return self._error(status, "REJECTED", f"refused with {status}")
+        if not self._authorized(request):
+            return self._error(401, "INVALID_AUTH", "Invalid credentials.")
+        session = Listen(dict(request.query), CIMultiDict(request.headers))
+        self.speak_sessions.append(session)
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        rate = int(request.query.get("sample_rate", "24000"))
+        model = request.query.get("model", "aura-2-thalia-en")
+        metadata = {"type": "Metadata", "request_id": str(uuid.uuid4()), "model_name": model}
+        await ws.send_str(
+            json.dumps({**metadata, "model_version": "2025-01-01", "model_uuid": str(uuid.uuid4())})
+        )
+        buffered = ""
+        frames = 0
+        flushes = 0
+
+        async def speak(text: str) -> bool:
+            nonlocal frames
+            for frame in byte_pieces(tone(len(text), rate), self.chunk_bytes):
+                await ws.send_bytes(frame)
+                frames += 1
+                if self.speak_drop_after_frames is not None and frames >= self.speak_drop_after_frames:
+                    await cut(request)
+                    return False
+            return True
+
+        async for msg in ws:
+            if msg.type != WSMsgType.TEXT:
+                continue
+            data = json.loads(msg.data)
+            session.sent.append(data)
+            kind = data.get("type")
+            session.controls.append(kind)
+            if kind == "Speak":
+                buffered += data["text"]
+                cut_at = max(buffered.rfind(ch) for ch in ".!?")
+                if cut_at >= 0:
+                    sentence, buffered = buffered[: cut_at + 1], buffered[cut_at + 1 :]
+                    if not await speak(sentence):
+                        return ws
+            elif kind == "Flush":
+                if buffered and not await speak(buffered):
+                    return ws
+                buffered = ""
+                await ws.send_str(json.dumps({"type": "Flushed", "sequence_id": flushes}))
+                flushes += 1
+            elif kind == "Clear":
+                buffered = ""
+                await ws.send_str(json.dumps({"type": "Cleared", "sequence_id": flushes}))
+            elif kind == "Close":
+                await ws.close()
+                return ws
+        session.closed_by_client = True
+        return ws
 
     async def _speak(self, request: web.Request) -> web.StreamResponse:
         body = await request.json()

@@ -14,6 +14,7 @@ import aiohttp
 
 from llmrtc.errors import ProviderError, ProviderResponseError
 from llmrtc.providers._errors import connection_error, error_from_status, timeout_error
+from llmrtc.providers._validate import check_content_type, wrong_answer
 
 log = logging.getLogger("llmrtc.providers.http")
 
@@ -100,7 +101,9 @@ TRANSPORT_ERRORS: tuple[type[BaseException], ...] = (aiohttp.ClientError, Timeou
 
 
 async def ndjson_objects(provider: str, response: aiohttp.ClientResponse) -> AsyncIterator[dict[str, Any]]:
-    """Parse a newline-delimited JSON body as it arrives; every line must be a JSON object."""
+    """Parse a newline-delimited JSON body as it arrives; the body must be declared as (ND)JSON (or not at all)
+    and every line must be a JSON object."""
+    check_content_type(provider, response.headers.get("Content-Type"), "ndjson")
     buffer = b""
     async for piece in response.content.iter_any():
         buffer += piece
@@ -121,9 +124,9 @@ def _parse_ndjson_line(provider: str, line: bytes) -> dict[str, Any] | None:
     try:
         obj = json.loads(line)
     except ValueError as exc:
-        raise ProviderResponseError(f"invalid NDJSON line: {line[:200]!r}", provider=provider) from exc
+        raise wrong_answer(provider, "newline-delimited JSON", detail=repr(line[:200])) from exc
     if not isinstance(obj, dict):
-        raise ProviderResponseError(f"NDJSON line is not an object: {line[:200]!r}", provider=provider)
+        raise wrong_answer(provider, "newline-delimited JSON objects", detail=repr(line[:200]))
     return obj
 
 

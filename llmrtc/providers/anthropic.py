@@ -22,6 +22,7 @@ from llmrtc.providers._errors import (
     truncated_stream,
 )
 from llmrtc.providers._messages import speaker_text, system_and_turns, tool_call_id
+from llmrtc.providers._validate import accepts, json_object, unexpected_body, wrong_answer
 from llmrtc.providers.base import LLMCapabilities, LLMProvider, ToolCallAccumulator
 from llmrtc.providers.resilience import (
     DEFAULT_CONNECT_TIMEOUT_S,
@@ -129,8 +130,10 @@ class AnthropicLLMProvider(LLMProvider):
 
         async def once() -> LLMResult:
             with mapped_errors(map_error):
-                message = await self._sdk().messages.create(**params)
-            return _result_from_message(message.model_dump())
+                raw = await self._sdk().messages.with_raw_response.create(**params)
+                body = await raw.read()
+            message = json_object(PROVIDER, body, raw.headers.get("content-type"), required={"content": list})
+            return _result_from_message(message)
 
         return await call_with_retries(once, self.retry)
 
@@ -146,6 +149,11 @@ class AnthropicLLMProvider(LLMProvider):
         finished = False
         with mapped_errors(map_error):
             events = await self._sdk().messages.create(**params, stream=True)
+            content_type = events.response.headers.get("content-type")
+            if not accepts(content_type, "sse"):
+                body = await events.response.aread()
+                await events.close()
+                raise unexpected_body(PROVIDER, body, content_type, "sse")
             async with events:
                 async for event in events:
                     kind = event.type
@@ -289,7 +297,7 @@ def map_error(exc: BaseException) -> ProviderError:
     if isinstance(exc, anthropic.APIConnectionError | httpx2.TransportError):
         return connection_error(PROVIDER, exc)
     if isinstance(exc, json.JSONDecodeError | ValueError):
-        return ProviderResponseError(f"unreadable response: {exc}", provider=PROVIDER)
+        return wrong_answer(PROVIDER, "a readable answer", detail=str(exc))
     if isinstance(exc, anthropic.AnthropicError):
         return ProviderError(str(exc), provider=PROVIDER)
     return ProviderError(f"unexpected failure: {type(exc).__name__}: {exc}", provider=PROVIDER)

@@ -31,6 +31,7 @@ from llmrtc.providers._errors import (
     truncated_stream,
 )
 from llmrtc.providers._messages import speaker_text, system_and_turns, tool_call_id
+from llmrtc.providers._validate import check_content_type, check_shape, media_type, wrong_answer
 from llmrtc.providers.base import LLMCapabilities, LLMProvider, ToolCallAccumulator
 from llmrtc.providers.resilience import (
     DEFAULT_CONNECT_TIMEOUT_S,
@@ -193,6 +194,8 @@ class BedrockLLMProvider(LLMProvider):
             client = await self._sdk()
             with mapped_errors(map_error):
                 response = await client.converse(**params)
+            _check_answer(response, "json")
+            check_shape(PROVIDER, response, {"output": dict})
             return _result(response)
 
         return await call_with_retries(once, self.retry)
@@ -210,6 +213,7 @@ class BedrockLLMProvider(LLMProvider):
         events: Any = None
         try:
             response = await client.converse_stream(**params)
+            _check_answer(response, "eventstream")
             events = response["stream"]
             async for event in events:
                 if "contentBlockStart" in event:
@@ -330,6 +334,18 @@ def _blocks(msg: Message) -> list[dict[str, Any]]:
     return blocks
 
 
+def _check_answer(response: Mapping[str, Any], expect: str) -> None:
+    """botocore reads any 200 body as the operation's answer (an HTML page parses as an empty one): the
+    declared content type must be JSON, or the AWS event stream for ConverseStream."""
+    headers = (response.get("ResponseMetadata") or {}).get("HTTPHeaders") or {}
+    content_type = headers.get("content-type")
+    if expect == "eventstream":
+        if media_type(content_type) not in ("", "application/vnd.amazon.eventstream"):
+            raise wrong_answer(PROVIDER, "an event stream", detail=str(content_type))
+    else:
+        check_content_type(PROVIDER, content_type, "json")
+
+
 def _usage(data: Mapping[str, Any] | None) -> Usage | None:
     if not data:
         return None
@@ -393,7 +409,12 @@ def map_error(exc: BaseException) -> ProviderError:
     ):
         return connection_error(PROVIDER, exc)
     if isinstance(exc, bce.ChecksumError | ValueError):
-        return ProviderResponseError(f"unreadable response: {exc}", provider=PROVIDER)
+        return wrong_answer(PROVIDER, "a readable answer", detail=f"{type(exc).__name__}: {exc}")
+    from botocore.eventstream import ChecksumMismatch, InvalidHeadersLength, InvalidPayloadLength
+    from botocore.parsers import ResponseParserError
+
+    if isinstance(exc, ResponseParserError | ChecksumMismatch | InvalidHeadersLength | InvalidPayloadLength):
+        return wrong_answer(PROVIDER, "a readable answer", detail=f"{type(exc).__name__}: {exc}")
     return ProviderError(f"unexpected failure: {type(exc).__name__}: {exc}", provider=PROVIDER)
 
 

@@ -17,7 +17,7 @@ import aiohttp
 import numpy as np
 
 from llmrtc.audio.codec import decode_audio
-from llmrtc.errors import CodecError, ConfigError, InvalidRequestError, ProviderError, ProviderResponseError
+from llmrtc.errors import CodecError, ConfigError, InvalidRequestError, ProviderError
 from llmrtc.providers._http import (
     TRANSPORT_ERRORS,
     SessionHolder,
@@ -26,6 +26,7 @@ from llmrtc.providers._http import (
     raise_for_status,
 )
 from llmrtc.providers._lazy import LoadedOnce
+from llmrtc.providers._validate import json_object
 from llmrtc.providers.base import STTProvider
 from llmrtc.providers.resilience import (
     DEFAULT_CONNECT_TIMEOUT_S,
@@ -104,13 +105,11 @@ class FasterWhisperSTTProvider(STTProvider):
             try:
                 async with self._http.get().post(self.url, data=form) as resp:
                     await raise_for_status(self.name, resp)
-                    data = await resp.json(content_type=None)
+                    body = await resp.read()
+                    content_type = resp.headers.get("Content-Type")
             except TRANSPORT_ERRORS as exc:
                 raise map_transport_error(self.name, exc, self.timeout_s) from exc
-            except ValueError as exc:
-                raise ProviderResponseError(f"the answer is not JSON: {exc}", provider=self.name) from exc
-            if not isinstance(data, dict) or not isinstance(data.get("text"), str):
-                raise ProviderResponseError("the answer has no text", provider=self.name)
+            data = json_object(self.name, body, content_type, required={"text": str})
             duration = data.get("duration")
             return STTResult(
                 text=data["text"].strip(),

@@ -32,6 +32,7 @@ from llmrtc.providers._errors import (
     truncated_stream,
 )
 from llmrtc.providers._messages import speaker_text, system_and_turns
+from llmrtc.providers._validate import wrong_answer
 from llmrtc.providers.base import LLMCapabilities, LLMProvider, ToolCallAccumulator
 from llmrtc.providers.resilience import (
     DEFAULT_CONNECT_TIMEOUT_S,
@@ -157,6 +158,7 @@ class GeminiLLMProvider(LLMProvider):
             )
             async for response in read_within(stream, self.timeout_s, self._timed_out):
                 data = response.model_dump(exclude_none=True)
+                _check_shape(data)
                 usage = _usage(data) or usage
                 _raise_if_blocked(data)
                 candidate = (data.get("candidates") or [{}])[0]
@@ -258,6 +260,7 @@ class GeminiLLMProvider(LLMProvider):
         return ToolCallRequest(call_id=call_id, name=fc.get("name") or "", arguments=args)
 
     def _result(self, data: dict[str, Any]) -> LLMResult:
+        _check_shape(data)
         _raise_if_blocked(data)
         candidate = (data.get("candidates") or [{}])[0]
         text: list[str] = []
@@ -288,6 +291,13 @@ def convert_tool_choice(choice: ToolChoice) -> Any:
     return types.FunctionCallingConfig(
         mode=types.FunctionCallingConfigMode.ANY, allowed_function_names=[choice.name]
     )
+
+
+def _check_shape(data: dict[str, Any]) -> None:
+    """A ``GenerateContentResponse`` has candidates, a prompt verdict or usage; anything else is another
+    server's answer (the client parses any JSON object into an empty response)."""
+    if not any(data.get(key) for key in ("candidates", "prompt_feedback", "usage_metadata")):
+        raise wrong_answer(PROVIDER, "a Gemini answer", retryable=False, detail=str(sorted(data))[:200])
 
 
 def _raise_if_blocked(data: dict[str, Any]) -> None:
@@ -408,7 +418,7 @@ def map_error(exc: BaseException) -> ProviderError:
     if isinstance(exc, ConnectionError):
         return connection_error(PROVIDER, exc)
     if isinstance(exc, errors.UnknownApiResponseError | ValueError):
-        return ProviderResponseError(f"unreadable response: {exc}", provider=PROVIDER)
+        return wrong_answer(PROVIDER, "a Gemini answer", detail=str(exc))
     return ProviderError(f"unexpected failure: {type(exc).__name__}: {exc}", provider=PROVIDER)
 
 

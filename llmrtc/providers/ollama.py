@@ -22,6 +22,7 @@ from llmrtc.providers._http import (
     raise_for_status,
 )
 from llmrtc.providers._messages import function_tools, speaker_text
+from llmrtc.providers._validate import json_object, wrong_answer
 from llmrtc.providers.base import LLMCapabilities, LLMProvider, ToolCallAccumulator, VisionProvider
 from llmrtc.providers.resilience import (
     DEFAULT_CONNECT_TIMEOUT_S,
@@ -106,16 +107,11 @@ class _OllamaClient:
         try:
             async with self._http.get().post(join_url(self.base_url, "/api/chat"), json=payload) as resp:
                 await raise_for_status(self.name, resp)
-                data = await resp.json(content_type=None)
+                body = await resp.read()
+                content_type = resp.headers.get("Content-Type")
         except TRANSPORT_ERRORS as exc:
             raise map_transport_error(self.name, exc, self.timeout_s) from exc
-        except ValueError as exc:
-            raise ProviderResponseError(f"the answer is not JSON: {exc}", provider=self.name) from exc
-        if not isinstance(data, dict):
-            raise ProviderResponseError("the answer is not a JSON object", provider=self.name)
-        if data.get("error"):
-            raise ProviderResponseError(str(data["error"]), provider=self.name)
-        return data
+        return json_object(self.name, body, content_type, required={"message": dict})
 
 
 def _tool_delta(index: int, raw: dict[str, Any]) -> ToolCallDelta:
@@ -229,6 +225,10 @@ class OllamaLLMProvider(_OllamaClient, LLMProvider):
                 async for obj in ndjson_objects(self.name, resp):
                     if obj.get("error"):
                         raise ProviderResponseError(str(obj["error"]), provider=self.name)
+                    if "message" not in obj and "done" not in obj:
+                        raise wrong_answer(
+                            self.name, "an Ollama chat stream", retryable=False, detail=str(obj)[:200]
+                        )
                     message = obj.get("message") or {}
                     deltas: list[ToolCallDelta] = []
                     for raw in message.get("tool_calls") or []:

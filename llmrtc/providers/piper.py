@@ -16,6 +16,8 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
+
 from llmrtc.errors import CodecError, ConfigError, ProviderError, ProviderResponseError
 from llmrtc.providers._audio import pcm_chunks
 from llmrtc.providers._http import (
@@ -26,6 +28,7 @@ from llmrtc.providers._http import (
     raise_for_status,
 )
 from llmrtc.providers._lazy import LoadedOnce
+from llmrtc.providers._validate import checked_audio
 from llmrtc.providers.base import TTSCapabilities, TTSProvider
 from llmrtc.providers.resilience import (
     DEFAULT_CONNECT_TIMEOUT_S,
@@ -127,10 +130,11 @@ class PiperHTTPTTSProvider(PiperTTSProvider):
         if not text.strip():
             return
         payload = self._payload(text, config)
-        async for chunk in stream_with_retries(lambda: self._stream_once(payload), self.retry):
+        rate = (config.sample_rate if config else None) or self.sample_rate
+        async for chunk in stream_with_retries(lambda: self._stream_once(payload, rate), self.retry):
             yield chunk
 
-    async def _stream_once(self, payload: dict[str, Any]) -> AsyncIterator[TTSChunk]:
+    async def _stream_once(self, payload: dict[str, Any], rate: int) -> AsyncIterator[TTSChunk]:
         session = self._http.get()
         try:
             if not self._legacy:
@@ -143,25 +147,27 @@ class PiperHTTPTTSProvider(PiperTTSProvider):
                         self._legacy = True
                     else:
                         await raise_for_status(self.name, resp)
-                        async for chunk in self._decode(resp.content.iter_any()):
+                        async for chunk in self._decode(resp, rate):
                             yield chunk
                         return
             async with session.post(
                 self.base_url + "/", data=payload["text"].encode(), headers={"Content-Type": "text/plain"}
             ) as resp:
                 await raise_for_status(self.name, resp)
-                async for chunk in self._decode(resp.content.iter_any()):
+                async for chunk in self._decode(resp, rate):
                     yield chunk
         except TRANSPORT_ERRORS as exc:
             raise map_transport_error(self.name, exc, self.timeout_s) from exc
 
-    async def _decode(self, body: AsyncIterator[bytes]) -> AsyncIterator[TTSChunk]:
+    async def _decode(self, resp: aiohttp.ClientResponse, rate: int) -> AsyncIterator[TTSChunk]:
+        """The WAV answer as PCM at the asked rate, once its type and first bytes show it is audio."""
+        body = checked_audio(self.name, resp.content.iter_any(), resp.headers.get("Content-Type"))
         try:
-            async for chunk in pcm_chunks(body, "wav", self.sample_rate, min_bytes=4096):
+            async for chunk in pcm_chunks(body, "wav", rate, min_bytes=4096):
                 yield chunk
         except CodecError as exc:
             raise ProviderResponseError(
-                f"the server did not answer a usable WAV: {exc}", provider=self.name
+                f"the server did not answer a usable WAV: {exc}", provider=self.name, retryable=True
             ) from exc
 
 

@@ -83,9 +83,10 @@ async def test_http_errors(fake_piper: FakePiper, fast_retry: RetryPolicy, closi
     with pytest.raises(ProviderConnectionError):
         async for _ in tts.speak_stream("cut"):
             pass
-    fake_piper.push(PiperReply(wav=b"not a wav file at all"))
-    with pytest.raises(ProviderResponseError):
+    fake_piper.push(*[PiperReply(wav=b"not a wav file at all")] * 3)
+    with pytest.raises(ProviderResponseError) as info:
         await tts.speak("garbage")
+    assert info.value.retryable
 
 
 async def test_in_process_piper_really_synthesizes(closing: Closer) -> None:

@@ -91,13 +91,25 @@ class FakeServer:
         self.root_url = ""
         self.base_url = ""
         self._runner: web.AppRunner | None = None
+        self.raw: deque[Raw] = deque()
+        """Off-script answers served, in order, before any route runs (whatever the request)."""
+        self.raw_served = 0
 
     def routes(self, app: web.Application) -> None:
         raise NotImplementedError
 
+    @web.middleware
+    async def _raw_first(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        if not self.raw:
+            response: web.StreamResponse = await handler(request)
+            return response
+        await request.read()
+        self.raw_served += 1
+        return self.raw.popleft().response()
+
     async def start(self) -> str:
         """Serve on a port the OS picks; sets ``root_url`` and returns ``base_url``."""
-        app = web.Application(client_max_size=self.client_max_size)
+        app = web.Application(client_max_size=self.client_max_size, middlewares=[self._raw_first])
         self.routes(app)
         self._runner = web.AppRunner(app, handle_signals=False)
         await self._runner.setup()

@@ -156,6 +156,13 @@ class Playout:
 
     def finish(self) -> None:
         """Everything was fed: :meth:`run` ends once it was played."""
+        for resampler in self._resamplers.values():  # the resamplers' last samples
+            tail = resampler.flush()
+            if tail:
+                self._pcm.extend(tail)
+                if self._open is not None:
+                    self._open.end = len(self._pcm)
+        self._resamplers.clear()
         self._finished = True
         self._data.set()
 

@@ -99,6 +99,12 @@ class WorkerSettings(BaseSettings):
     session_delete_on_end: bool = Field(default=False, validation_alias="SESSION_DELETE_ON_END")
     """Delete a room's state when its last human leaves, instead of letting it expire."""
 
+    metrics_port: int | None = Field(default=None, ge=0, le=65535, validation_alias="METRICS_PORT")
+    """Serve ``/metrics``, ``/healthz`` and ``/readyz`` on this port (unset: off; ``0``: an ephemeral port)."""
+    metrics_host: str = Field(default="0.0.0.0", validation_alias="METRICS_HOST")
+    drain_timeout_s: int = Field(default=60, ge=1, le=3600, validation_alias="DRAIN_TIMEOUT_S")
+    """On SIGTERM (``start``): take no new jobs, let conversations run this long, then hand the rooms over."""
+
     @classmethod
     def settings_customise_sources(
         cls,

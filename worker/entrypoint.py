@@ -8,6 +8,10 @@ VAD model loaded by :func:`prewarm` and the one session store (:mod:`worker.stor
 
 A job restores the room's stored conversation before its first turn and saves it after every change
 (:mod:`worker.persistence`), so a room re-dispatched to another worker continues where it was.
+
+What a job runs is the process's :func:`worker.agent.current_agent`: a code-first agent, or the
+environment-configured one of ``python -m worker``. Its providers are built off the job's event loop (client
+construction builds SSL contexts, which would block the loop for hundreds of milliseconds).
 """
 
 from __future__ import annotations
@@ -19,15 +23,17 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from livekit import agents
-from livekit.agents import JobContext, JobExecutorType, JobProcess, JobRequest, WorkerOptions
+from livekit.agents import AgentServer, JobContext, JobExecutorType, JobProcess, JobRequest, WorkerOptions
 
 from llmrtc.audio.vad import VADEngine, get_shared_engine
 from llmrtc.sessions import create_session_store
+from worker.agent import Agent, current_agent
 from worker.config import WorkerSettings, load_settings
-from worker.conversation import Providers, build_conversation, providers_from_env
+from worker.conversation import Providers, build_conversation
+from worker.errors import error_message
 from worker.listeners import ListenerFactory
+from worker.observability import READINESS, process_metrics, room_closed, room_opened
 from worker.persistence import PersistentConversation, RoomPersistence
-from worker.protocol import ErrorMsg
 from worker.room import RoomIO
 from worker.session import RoomSession
 from worker.store import process_session_store
@@ -38,6 +44,7 @@ log = logging.getLogger("llmrtc.worker")
 def prewarm(proc: JobProcess) -> None:
     """Load the VAD model once per worker process (shared by every job of the process)."""
     proc.userdata["vad"] = get_shared_engine()
+    READINESS.vad_loaded = True
 
 
 def make_request_fnc(settings: WorkerSettings) -> Callable[[JobRequest], Awaitable[None]]:
@@ -52,13 +59,16 @@ def make_request_fnc(settings: WorkerSettings) -> Callable[[JobRequest], Awaitab
 
 async def entrypoint(ctx: JobContext) -> None:
     """Run the agent in ``ctx.room`` until the last human leaves or the room closes."""
-    settings = load_settings()
-    providers = providers_from_env()
+    agent = current_agent()
+    settings = agent.settings
     engine: VADEngine = ctx.proc.userdata.get("vad") or get_shared_engine()
+    providers = await asyncio.to_thread(agent.create_providers)  # off the loop: SSL contexts block
+    metrics = process_metrics()
     await ctx.connect(auto_subscribe=agents.AutoSubscribe.AUDIO_ONLY)
     room = ctx.room
     extra = {"room": room.name, "job": ctx.job.id}
     log.info("joined room", extra=extra)
+    room_opened()
     room_io = RoomIO(room, sample_rate=settings.tts_sample_rate)
     room_io.set_agent_state("initializing")
     session: RoomSession | None = None
@@ -67,7 +77,16 @@ async def entrypoint(ctx: JobContext) -> None:
     disconnected = asyncio.Event()
     room.on("disconnected", lambda *_: disconnected.set())
     try:
-        conversation = build_conversation(settings, providers, session_id=room.name)
+        tools = agent.create_tools()
+        conversation = build_conversation(
+            settings,
+            providers,
+            session_id=room.name,
+            tools=tools,
+            playbook=agent.create_playbook(tools),
+            hooks=agent.create_hooks(),
+            metrics=metrics,
+        )
         store = process_session_store(settings.session_store_url, ttl_s=settings.session_ttl_s)
         persistence = RoomPersistence(
             store, room.name, conversation.orchestrator, metadata={"job": ctx.job.id}
@@ -77,9 +96,9 @@ async def entrypoint(ctx: JobContext) -> None:
             settings,
             room_io,
             PersistentConversation(conversation, persistence),
-            providers.stt,
             ListenerFactory(settings, engine),
             room_name=room.name,
+            metrics=metrics,
         )
         await room_io.start(session)
         session.start()
@@ -95,12 +114,7 @@ async def entrypoint(ctx: JobContext) -> None:
         log.info("room is empty or closed: ending the job", extra=extra)
     except Exception as exc:
         log.exception("job failed", extra=extra)
-        code = getattr(exc, "code", "internal_error")
-        room_io.send(
-            ErrorMsg(
-                code=str(code), message=f"the agent failed: {getattr(exc, 'message', type(exc).__name__)}"
-            )
-        )
+        room_io.send(error_message(exc, "worker", extra=extra))
         raise
     finally:
         if session is not None:
@@ -111,6 +125,7 @@ async def entrypoint(ctx: JobContext) -> None:
             await persistence.aclose(delete=ended_empty and settings.session_delete_on_end)
         await room_io.aclose()
         await providers.aclose()
+        room_closed(room.name)
         with contextlib.suppress(Exception):
             ctx.shutdown(reason="room empty")
 
@@ -132,18 +147,39 @@ def server_options(settings: WorkerSettings | None = None) -> WorkerOptions:
         prewarm_fnc=prewarm,
         agent_name=settings.agent_name,
         job_executor_type=executor,
+        drain_timeout=settings.drain_timeout_s,
         **kwargs,
     )
 
 
-def check_startup(settings: WorkerSettings) -> Providers:
-    """Validate what a job will need before the worker registers: LiveKit settings, providers, playbook and
-    tools. Raises :class:`ConfigError` saying what to fix."""
+def server_for(agent: Agent, settings: WorkerSettings | None = None) -> AgentServer:
+    """The livekit-agents server running ``agent``; it reports registration and draining to ``/readyz``."""
+    server = AgentServer.from_server_options(server_options(settings or agent.settings))
+
+    def registered(*_: Any) -> None:
+        READINESS.registered = True
+
+    server.on("worker_registered", registered)
+    READINESS.draining_probe = lambda: server.draining
+    return server
+
+
+def check_startup(agent: Agent | None = None) -> Providers:
+    """Validate what a job will need before the worker registers: LiveKit settings, the agent's mode and
+    settings, providers, playbook and tools; load the VAD model. Raises :class:`ConfigError` saying what
+    to fix. Returns the providers it built (closed)."""
+    agent = agent or current_agent()
+    settings = agent.settings
     settings.require_livekit()
     create_session_store(settings.session_store_url, ttl_s=settings.session_ttl_s)  # ConfigError if bad
-    providers = providers_from_env()
-    build_conversation(settings, providers)
+    agent.check()
+    providers = agent.create_providers()
+    tools = agent.create_tools()
+    build_conversation(settings, providers, tools=tools, playbook=agent.create_playbook(tools))
+    asyncio.run(providers.aclose())
+    get_shared_engine()
+    READINESS.vad_loaded = True
     return providers
 
 
-__all__ = ["check_startup", "entrypoint", "make_request_fnc", "prewarm", "server_options"]
+__all__ = ["check_startup", "entrypoint", "make_request_fnc", "prewarm", "server_for", "server_options"]

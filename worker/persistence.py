@@ -21,7 +21,10 @@ from typing import Any
 
 from llmrtc.errors import LLMRTCError, SessionConflictError, SessionStoreError
 from llmrtc.events import TurnEvent
+from llmrtc.hooks import HookRunner
+from llmrtc.playout import Playout
 from llmrtc.sessions import SessionState, SessionStore
+from llmrtc.types import STTResult, VisionAttachment
 from worker.session import Conversation
 
 log = logging.getLogger("llmrtc.worker.persistence")
@@ -182,6 +185,17 @@ class PersistentConversation:
         self._inner = inner
         self._persistence = persistence
 
+    @property
+    def hooks(self) -> HookRunner:
+        return self._inner.hooks
+
+    @property
+    def session_id(self) -> str:
+        return self._inner.session_id
+
+    async def transcribe(self, wav: bytes, *, speaker: str | None, utterance_id: str) -> STTResult:
+        return await self._inner.transcribe(wav, speaker=speaker, utterance_id=utterance_id)
+
     async def _saving(self, events: AsyncIterator[TurnEvent]) -> AsyncIterator[TurnEvent]:
         try:
             async for event in events:
@@ -190,19 +204,25 @@ class PersistentConversation:
             closer = getattr(events, "aclose", None)
             if closer is not None:
                 await closer()
-        self._persistence.changed()  # completed (closed early = interrupted: interrupt() saves)
+            self._persistence.changed()  # completed, failed or cut: the pipeline recorded what was heard
 
-    def run_text_turn(self, text: str, *, speaker: str | None, turn_id: str) -> AsyncIterator[TurnEvent]:
-        return self._saving(self._inner.run_text_turn(text, speaker=speaker, turn_id=turn_id))
+    def run_text_turn(
+        self,
+        text: str,
+        *,
+        speaker: str | None,
+        turn_id: str,
+        playout: Playout | None = None,
+        attachments: list[VisionAttachment] | None = None,
+    ) -> AsyncIterator[TurnEvent]:
+        return self._saving(
+            self._inner.run_text_turn(
+                text, speaker=speaker, turn_id=turn_id, playout=playout, attachments=attachments
+            )
+        )
 
-    def say(self, text: str, *, turn_id: str) -> AsyncIterator[TurnEvent]:
-        return self._saving(self._inner.say(text, turn_id=turn_id))
-
-    async def interrupt(self, turn_id: str, spoken_text: str) -> None:
-        try:
-            await self._inner.interrupt(turn_id, spoken_text)
-        finally:
-            self._persistence.changed()
+    def say(self, text: str, *, turn_id: str, playout: Playout | None = None) -> AsyncIterator[TurnEvent]:
+        return self._saving(self._inner.say(text, turn_id=turn_id, playout=playout))
 
     async def add_context_note(self, note: str) -> None:
         await self._inner.add_context_note(note)

@@ -13,8 +13,15 @@ the turns in order:
 Barge-in: speech onset from a participant who may interrupt, while the agent's audio plays, pauses the audio
 at once. With ``RESUME_FALSE_INTERRUPTION`` the turn is cancelled only when the interruption has words (its
 transcript is not empty) or is still going on after ``FALSE_INTERRUPTION_TIMEOUT``; otherwise the unspoken
-remainder resumes. Without it the turn is cancelled at onset. A cancelled turn sends ``tts_cancelled`` and
-records what was actually heard (``Conversation.interrupt``).
+remainder resumes. Without it the turn is cancelled at onset.
+
+Every turn is played through an :class:`llmrtc.playout.Playout` on the agent's track, which owns what was
+heard: the pipeline commits a turn only once its audio was played to the end, and a cancelled turn records
+exactly the playout's heard text, which ``tts_cancelled`` and ``turn_end`` carry. Every turn announced by
+``turn_start`` ends with exactly one ``turn_end`` (completed, cancelled or error). STT runs through the
+pipeline (:meth:`Conversation.transcribe`), so STT hooks and metrics fire; the connection and speech hook
+points are called from here with the room, participant and turn ids. Error events carry a safe message
+(:mod:`worker.errors`); the details go to the log.
 """
 
 from __future__ import annotations
@@ -23,9 +30,9 @@ import asyncio
 import contextlib
 import functools
 import inspect
-import itertools
 import logging
 import time
+import uuid
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -40,15 +47,18 @@ from llmrtc.events import (
     StageChangeEvent,
     ToolCallEvent,
     ToolResultEvent,
-    TTSAudioEvent,
     TTSStartEvent,
+    TurnCompleteEvent,
     TurnEvent,
 )
-from llmrtc.providers.base import STTProvider
+from llmrtc.hooks import HookContext, HookRunner, Stopwatch
+from llmrtc.metrics import MetricNames, MetricsAdapter, safe_metrics
+from llmrtc.playout import AudioOut, Playout
+from llmrtc.types import STTResult, VisionAttachment
 from worker.config import WorkerSettings
+from worker.errors import error_message
 from worker.floor import Floor
 from worker.listeners import SpeechCallbacks
-from worker.playout import AudioOut, Playout
 from worker.protocol import (
     AgentState,
     BargeInMsg,
@@ -67,6 +77,8 @@ from worker.protocol import (
     TTSCancelledMsg,
     TTSCompleteMsg,
     TTSStartMsg,
+    TurnEndMsg,
+    TurnStartMsg,
     parse_client_message,
     redact_arguments,
 )
@@ -78,17 +90,40 @@ CancelReason = Literal["barge_in", "stop_request", "participant_left", "shutdown
 
 
 class Conversation(Protocol):
-    """What the session drives: a ConversationOrchestrator or a VoicePlaybookOrchestrator (via an adapter)."""
+    """What the session drives: the llmrtc voice pipeline (:class:`worker.conversation.OrchestratorConversation`)."""
 
-    def run_text_turn(self, text: str, *, speaker: str | None, turn_id: str) -> AsyncIterator[TurnEvent]: ...
+    @property
+    def hooks(self) -> HookRunner: ...
 
-    async def interrupt(self, turn_id: str, spoken_text: str) -> None: ...
+    @property
+    def session_id(self) -> str: ...
+
+    async def transcribe(self, wav: bytes, *, speaker: str | None, utterance_id: str) -> STTResult: ...
+
+    def run_text_turn(
+        self,
+        text: str,
+        *,
+        speaker: str | None,
+        turn_id: str,
+        playout: Playout | None = None,
+        attachments: list[VisionAttachment] | None = None,
+    ) -> AsyncIterator[TurnEvent]: ...
 
     async def add_context_note(self, note: str) -> None: ...
 
-    def say(self, text: str, *, turn_id: str) -> AsyncIterator[TurnEvent]:
+    def say(self, text: str, *, turn_id: str, playout: Playout | None = None) -> AsyncIterator[TurnEvent]:
         """Speak fixed text (the greeting) and record it as the assistant's."""
         ...
+
+
+AttachmentSource = Callable[[list[str]], Awaitable[list[VisionAttachment]]]
+"""``(identities of the turn's speakers) -> images for the turn`` (vision in ``turn`` mode)."""
+
+
+def new_id(prefix: str) -> str:
+    """An id unique across jobs and workers (turn and segment ids must never repeat after a restart)."""
+    return f"{prefix}_{uuid.uuid4().hex[:16]}"
 
 
 class RoomPort(Protocol):
@@ -127,6 +162,7 @@ class Utterance:
     text: str
     source: Literal["speech", "text", "greeting"] = "speech"
     at: float = field(default_factory=time.monotonic)
+    """When the utterance ended (end of speech, or when the text arrived)."""
 
 
 @dataclass
@@ -135,6 +171,8 @@ class _Participant:
     listener: Listener | None = None
     speaking: bool = False
     transcribing: int = 0
+    joined: Stopwatch = field(default_factory=Stopwatch)
+    speech_started: float = 0.0
 
 
 @dataclass
@@ -142,9 +180,11 @@ class _Turn:
     turn_id: str
     playout: Playout
     speakers: set[str]
+    ended_at: float = field(default_factory=time.monotonic)
     task: asyncio.Task[None] | None = None
     cancel_reason: CancelReason = "barge_in"
     cancelled_by: str | None = None
+    failed: bool = False
 
 
 @dataclass
@@ -162,17 +202,19 @@ class RoomSession:
         settings: WorkerSettings,
         room: RoomPort,
         conversation: Conversation,
-        stt: STTProvider,
         listener_factory: ListenerFactory,
         *,
         room_name: str = "",
+        metrics: MetricsAdapter | None = None,
+        attachments: AttachmentSource | None = None,
     ) -> None:
         self.settings = settings
         self._room = room
         self._conv = conversation
-        self._stt = stt
         self._make_listener = listener_factory
         self._room_name = room_name
+        self._metrics = safe_metrics(metrics)
+        self._attachments = attachments
         self.floor = Floor(settings.floor_policy, settings.floor_attribute, tuple(settings.addressing_names))
         self._participants: dict[str, _Participant] = {}
         self._queue: deque[Utterance] = deque()
@@ -180,7 +222,6 @@ class RoomSession:
         self._turn: _Turn | None = None
         self._barge: _BargeIn | None = None
         self._tasks: set[asyncio.Task[None]] = set()
-        self._ids = itertools.count(1)
         self._loop_task: asyncio.Task[None] | None = None
         self._empty = asyncio.Event()
         self._agent_speaking = False
@@ -240,6 +281,7 @@ class RoomSession:
         self._participants[participant.identity] = state
         self._empty.clear()
         log.info("participant joined", extra={"room": self._room_name, "participant": participant.identity})
+        self._spawn(self._hook("on_connection", participant.identity), "llmrtc-hook")
         self._spawn(self._note(f"{participant.name} joined the room."), "llmrtc-note")
         if self.settings.greeting:
             self._enqueue(
@@ -251,6 +293,7 @@ class RoomSession:
         if state is None:
             return
         log.info("participant left", extra={"room": self._room_name, "participant": identity})
+        self._spawn(self._hook("on_disconnect", identity, state.joined.timing()), "llmrtc-hook")
         if state.listener is not None:
             self._spawn(state.listener.aclose(), "llmrtc-listener-close")
         self._queue = deque(u for u in self._queue if u.identity != identity)
@@ -273,6 +316,12 @@ class RoomSession:
         elif not listens and state.listener is not None:
             self._spawn(state.listener.aclose(), "llmrtc-listener-close")
             state.listener = None
+
+    def _ctx(self, identity: str | None, turn_id: str | None = None) -> HookContext:
+        return HookContext(session_id=self._conv.session_id, turn_id=turn_id, participant=identity)
+
+    async def _hook(self, name: str, identity: str | None, *args: object) -> None:
+        await self._conv.hooks.call(name, self._ctx(identity), *args)
 
     def _new_listener(self, identity: str) -> Listener:
         listener = self._make_listener(identity, self)
@@ -321,6 +370,8 @@ class RoomSession:
                     destination=[identity],
                 )
                 return
+            # stop means stop: the requester's queued turns go too (the client clears its own queue view)
+            self._queue = deque(u for u in self._queue if u.identity != identity)
             self._cancel_turn("stop_request", identity)
             return
         assert isinstance(message, TextInput)
@@ -344,7 +395,9 @@ class RoomSession:
         if state is None or self._closed:
             return
         state.speaking = True
+        state.speech_started = time.monotonic()
         self._room.send(SpeechStartMsg(participant_identity=identity))
+        self._spawn(self._hook("on_speech_start", identity), "llmrtc-hook")
 
     def on_interruption(self, identity: str) -> None:
         """Speech met the onset rule while the agent spoke: barge-in."""
@@ -377,21 +430,25 @@ class RoomSession:
             return
         state.speaking = False
         duration_ms = len(pcm16k) * 1000 // 32000
+        ended = time.monotonic()
         self._room.send(SpeechEndMsg(participant_identity=identity, duration_ms=duration_ms))
+        self._spawn(self._hook("on_speech_end", identity, float(duration_ms)), "llmrtc-hook")
         state.transcribing += 1
-        self._spawn(self._transcribe(state, pcm16k), f"llmrtc-stt-{identity}")
+        self._spawn(self._transcribe(state, pcm16k, ended), f"llmrtc-stt-{identity}")
 
-    async def _transcribe(self, state: _Participant, pcm16k: bytes) -> None:
+    async def _transcribe(self, state: _Participant, pcm16k: bytes, ended: float) -> None:
         identity = state.info.identity
         text = ""
+        segment = new_id("seg")
         try:
-            result = await self._stt.transcribe(pcm16_to_wav(pcm16k, 16000))
+            result = await self._conv.transcribe(
+                pcm16_to_wav(pcm16k, 16000), speaker=state.info.name, utterance_id=segment
+            )
             text = result.text.strip()
         except LLMRTCError as exc:
-            log.warning(
-                "transcription failed: %s", exc, extra={"room": self._room_name, "participant": identity}
-            )
-            self._room.send(ErrorMsg(code=exc.code, message=f"transcription failed: {exc.message}"))
+            extra = {"room": self._room_name, "participant": identity}
+            # tell the speaker (and the room) that their words were lost, so they can say them again
+            self._room.send(error_message(exc, "stt", extra=extra))
         finally:
             state.transcribing -= 1
         barge = self._barge
@@ -399,9 +456,9 @@ class RoomSession:
             self._resolve_barge_in(confirmed=bool(text))
         if not text or identity not in self._participants:
             return
-        self._publish_transcript(state.info, text, "speech")
+        self._publish_transcript(state.info, text, "speech", segment)
         if self.floor.takes_floor(state.info, text):
-            self._enqueue(Utterance(identity, state.info.name, text, "speech"))
+            self._enqueue(Utterance(identity, state.info.name, text, "speech", at=ended))
         else:
             log.info("not addressed to the agent", extra={"room": self._room_name, "participant": identity})
 
@@ -434,9 +491,9 @@ class RoomSession:
             self._set_agent_speaking(True)
 
     def _publish_transcript(
-        self, info: ParticipantInfo, text: str, source: Literal["speech", "text"]
+        self, info: ParticipantInfo, text: str, source: Literal["speech", "text"], segment: str | None = None
     ) -> None:
-        segment = f"seg_{next(self._ids)}"
+        segment = segment or new_id("seg")
         self._room.send(
             TranscriptMsg(
                 participant_identity=info.identity,
@@ -444,6 +501,7 @@ class RoomSession:
                 text=text,
                 final=True,
                 source=source,
+                segment_id=segment,
             )
         )
         self._room.user_transcription(info.identity, text, segment)
@@ -463,6 +521,18 @@ class RoomSession:
                 "turn queue full: dropping the oldest utterance",
                 extra={"room": self._room_name, "participant": dropped.identity},
             )
+            self._metrics.increment(MetricNames.WORKER_SHED, 1, {"what": "queued_turn"})
+            # never a silent drop: the person whose words will not be answered is told
+            self._room.send(
+                ErrorMsg(
+                    code="turn_dropped",
+                    message="The agent had too much to answer and skipped one of your messages. "
+                    "Please say it again.",
+                    component="worker",
+                    retryable=True,
+                ),
+                destination=[dropped.identity],
+            )
         self._queue.append(utterance)
         self._queued.set()
 
@@ -481,8 +551,10 @@ class RoomSession:
     async def _turn_loop(self) -> None:
         while True:
             batch = await self._next_turn()
-            turn_id = f"turn_{next(self._ids)}"
-            turn = _Turn(turn_id, Playout(self._room.audio), {u.identity for u in batch})
+            turn_id = new_id("turn")
+            turn = _Turn(
+                turn_id, Playout(self._room.audio), {u.identity for u in batch}, ended_at=batch[-1].at
+            )
             turn.playout = Playout(
                 self._room.audio, on_first_audio=functools.partial(self._on_first_audio, turn)
             )
@@ -503,6 +575,8 @@ class RoomSession:
                     self._set_agent_speaking(False)
 
     def _on_first_audio(self, turn: _Turn) -> None:
+        # what the person perceives: from the end of their speech to the agent's first audio
+        self._metrics.timing(MetricNames.TURN_FIRST_AUDIO, (time.monotonic() - turn.ended_at) * 1000)
         self._room.send(TTSStartMsg(turn_id=turn.turn_id))
         self._set_agent_speaking(True)
 
@@ -517,58 +591,85 @@ class RoomSession:
 
     async def _run_turn(self, turn: _Turn, batch: list[Utterance]) -> None:
         first = batch[0]
-        extra = {"room": self._room_name, "turn": turn.turn_id, "participant": first.identity}
+        tid = turn.turn_id
+        extra = {"room": self._room_name, "turn": tid, "participant": first.identity}
         log.info("turn started (%s)", first.source, extra=extra)
+        speakers = [] if first.source == "greeting" else [u.identity for u in batch]
+        self._room.send(TurnStartMsg(turn_id=tid, participant_identities=speakers, source=first.source))
         self._room.set_agent_state("thinking")
-        playout_task = asyncio.create_task(turn.playout.run(), name=f"llmrtc-playout-{turn.turn_id}")
-        segment = f"agent_{turn.turn_id}"
-        events: AsyncIterator[TurnEvent]
-        if first.source == "greeting":
-            events = self._conv.say(first.text, turn_id=turn.turn_id)
-        elif len(batch) == 1:
-            events = self._conv.run_text_turn(first.text, speaker=first.name, turn_id=turn.turn_id)
-        else:
-            merged = "\n".join(f"{u.name}: {u.text}" for u in batch)
-            events = self._conv.run_text_turn(merged, speaker=None, turn_id=turn.turn_id)
+        segment = new_id("agent")
+        playout = turn.playout
+        completed = False
         try:
+            events: AsyncIterator[TurnEvent]
+            if first.source == "greeting":
+                events = self._conv.say(first.text, turn_id=tid, playout=playout)
+            else:
+                images = await self._turn_images(speakers, extra)
+                if len(batch) == 1:
+                    text, speaker = first.text, first.name
+                else:
+                    text, speaker = "\n".join(f"{u.name}: {u.text}" for u in batch), None
+                events = self._conv.run_text_turn(
+                    text, speaker=speaker, turn_id=tid, playout=playout, attachments=images or None
+                )
             try:
                 async for event in events:
+                    completed = completed or isinstance(event, TurnCompleteEvent)
                     self._on_turn_event(turn, event, segment)
             finally:
                 closer = getattr(events, "aclose", None)
                 if closer is not None:
                     await _maybe_await(closer())
-            turn.playout.finish()
-            await playout_task
-            if turn.playout.started:
-                self._room.send(TTSCompleteMsg(turn_id=turn.turn_id))
+            await playout.aclose()
             self._room.agent_transcription(segment, "", final=True)
-            log.info("turn complete", extra=extra)
+            if completed and not turn.failed:
+                if playout.started:
+                    self._room.send(TTSCompleteMsg(turn_id=tid))
+                self._room.send(TurnEndMsg(turn_id=tid, outcome="completed"))
+                log.info("turn complete", extra=extra)
+            else:
+                if not turn.failed:  # the stream ended without an answer and without an error event
+                    self._room.send(
+                        ErrorMsg(
+                            code="turn_incomplete",
+                            message="The agent could not finish its answer. Please try again.",
+                            turn_id=tid,
+                            component="worker",
+                            retryable=True,
+                        )
+                    )
+                heard = playout.heard_text() if playout.started else None
+                self._room.send(TurnEndMsg(turn_id=tid, outcome="error", heard_text=heard))
         except asyncio.CancelledError:
-            spoken = turn.playout.spoken_text()
-            await turn.playout.aclose(playout_task)
+            heard = playout.heard_text()
+            await playout.aclose()
             self._room.agent_transcription(segment, "", final=True)
             self._room.send(
-                TTSCancelledMsg(turn_id=turn.turn_id, reason=turn.cancel_reason, by=turn.cancelled_by)
-            )
-            log.info("turn cancelled (%s)", turn.cancel_reason, extra=extra)
-            with contextlib.suppress(LLMRTCError):
-                await asyncio.shield(self._conv.interrupt(turn.turn_id, spoken))
-            raise
-        except LLMRTCError as exc:
-            await turn.playout.aclose(playout_task)
-            log.warning("turn failed: %s", exc, extra=extra)
-            self._room.send(ErrorMsg(code=exc.code, message=exc.message, turn_id=turn.turn_id))
-        except Exception as exc:
-            await turn.playout.aclose(playout_task)
-            log.exception("turn crashed", extra=extra)
-            self._room.send(
-                ErrorMsg(
-                    code="internal_error",
-                    message=f"the turn failed: {type(exc).__name__}",
-                    turn_id=turn.turn_id,
+                TTSCancelledMsg(
+                    turn_id=tid, reason=turn.cancel_reason, by=turn.cancelled_by, heard_text=heard
                 )
             )
+            self._room.send(
+                TurnEndMsg(turn_id=tid, outcome="cancelled", reason=turn.cancel_reason, heard_text=heard)
+            )
+            log.info("turn cancelled (%s): %d heard chars", turn.cancel_reason, len(heard), extra=extra)
+            raise
+        except Exception as exc:
+            await playout.aclose()
+            if not isinstance(exc, LLMRTCError):
+                log.exception("turn crashed", extra=extra)
+            self._room.send(error_message(exc, "worker", turn_id=tid, extra=extra))
+            self._room.send(TurnEndMsg(turn_id=tid, outcome="error"))
+
+    async def _turn_images(self, speakers: list[str], extra: dict[str, str]) -> list[VisionAttachment]:
+        if self._attachments is None or not speakers:
+            return []
+        try:
+            return await self._attachments(speakers)
+        except Exception:
+            log.exception("could not take the turn's images (answering without them)", extra=extra)
+            return []
 
     def _on_turn_event(self, turn: _Turn, event: TurnEvent, segment: str) -> None:
         tid = turn.turn_id
@@ -578,8 +679,6 @@ class RoomSession:
                 self._room.agent_transcription(segment, event.content)
         elif isinstance(event, LLMFinalEvent):
             self._room.send(LLMMsg(turn_id=tid, text=event.result.full_text))
-        elif isinstance(event, TTSAudioEvent):
-            turn.playout.feed(event.chunk.pcm, event.chunk.sample_rate, event.text, event.last_in_segment)
         elif isinstance(event, TTSStartEvent):
             pass  # tts_start is sent when the first audio is actually played
         elif isinstance(event, ToolCallEvent):
@@ -614,8 +713,12 @@ class RoomSession:
                 )
             )
         elif isinstance(event, ErrorEvent):
-            log.warning("turn error: %s", event.error.message, extra={"room": self._room_name, "turn": tid})
-            self._room.send(ErrorMsg(code=event.error.code, message=event.error.message, turn_id=tid))
+            turn.failed = True
+            self._room.send(
+                error_message(
+                    event.error, event.component or "worker", turn_id=tid, extra={"room": self._room_name}
+                )
+            )
 
 
 async def _maybe_await(value: object) -> None:
@@ -623,4 +726,12 @@ async def _maybe_await(value: object) -> None:
         await value
 
 
-__all__ = ["Conversation", "ListenerFactory", "RoomPort", "RoomSession", "Utterance"]
+__all__ = [
+    "AttachmentSource",
+    "Conversation",
+    "ListenerFactory",
+    "RoomPort",
+    "RoomSession",
+    "Utterance",
+    "new_id",
+]

@@ -148,7 +148,7 @@ async def make_session() -> AsyncIterator[Callable[..., Any]]:
             return listeners[identity]
 
         session = RoomSession(
-            config, room, OrchestratorConversation(orchestrator, tts), stt, factory, room_name="r1"
+            config, room, OrchestratorConversation(orchestrator, tts), factory, room_name="r1"
         )
         session.start()
         harness = Harness(session, room, llm, stt, tts, orchestrator, listeners)

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from llmrtc.errors import ConfigError
+from llmrtc.playout import Playout
 from worker.config import WorkerSettings, load_settings
 from worker.floor import Floor
-from worker.playout import Playout
 from worker.room import ParticipantInfo
 
 

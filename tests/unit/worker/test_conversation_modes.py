@@ -55,7 +55,7 @@ async def test_playbook_mode_answers_through_the_session() -> None:
     def factory(identity: str, callbacks: SpeechCallbacks) -> FakeListener:
         return FakeListener(identity, callbacks)
 
-    session = RoomSession(settings, room, conv, providers.stt, factory, room_name="room-b")
+    session = RoomSession(settings, room, conv, factory, room_name="room-b")
     session.start()
     try:
         session.on_participant_joined(ParticipantInfo("alice", "Alice"))

@@ -57,7 +57,7 @@ class Job:
         conversation = PersistentConversation(
             OrchestratorConversation(self.orchestrator, self.tts), self.persistence
         )
-        self.session = RoomSession(settings, self.room, conversation, stt, listener, room_name=room)
+        self.session = RoomSession(settings, self.room, conversation, listener, room_name=room)
 
     async def start(self) -> bool:
         restored = await self.persistence.restore()
@@ -402,7 +402,6 @@ async def test_a_playbook_room_continues_in_its_stage_on_the_next_worker() -> No
             settings,
             room,
             PersistentConversation(conv, persistence),
-            providers.stt,
             factory,
             room_name="room-pb",
         )

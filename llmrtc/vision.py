@@ -134,7 +134,7 @@ class ToolImage:
     """
 
     text: str
-    attachments: list[VisionAttachment] = field(default_factory=list)
+    attachments: list[VisionAttachment] = field(default_factory=list, repr=False)
     note: str = ""
     """What the images show, for the message that carries them (``"Alice's camera"``)."""
 

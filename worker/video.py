@@ -176,8 +176,8 @@ class VideoFrames:
         self._turns: OrderedDict[str, _Usage] = OrderedDict()
         self._closed = False
         self._releasing: set[asyncio.Task[Any]] = set()
-        self.stats: dict[str, int] = {"sampled": 0, "given": 0, "limited": 0, "encoded": 0}
-        """Counters: frames kept (sampled), given out, refused by a limit, and encodings done."""
+        self.stats: dict[str, int] = {"received": 0, "sampled": 0, "given": 0, "limited": 0, "encoded": 0}
+        """Counters: frames delivered by the SDK, kept (sampled), given out, refused by a limit, encoded."""
 
     # ------------------------------------------------------------------------------ tracks
 
@@ -390,6 +390,7 @@ class VideoFrames:
         interval = 1.0 / self.config.fps
         try:
             async for event in state.stream:
+                self.stats["received"] += 1
                 now = self._clock()
                 if now - state.sampled_at < interval:
                     continue

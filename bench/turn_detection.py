@@ -6,7 +6,10 @@ included; for Smart Turn also per decision inside batches of 4 and 8 (what :clas
 when several rooms ask at once). Each run averages ``--decisions`` calls; min/median/max over ``--runs``
 runs, with the load average.
 
-Part 2, **turns on the corpus** (``tests/fixtures/turn_corpus.py``: complete requests and requests with a
+Part 2, **decision latency under a burst**: ``--burst`` rooms ask at the same moment through one
+:class:`EndOfTurnRunner` thread; wall time until each answer, p50 and max over ``--runs`` bursts.
+
+Part 3, **turns on the corpus** (``tests/fixtures/turn_corpus.py``: complete requests and requests with a
 400-1200 ms mid-sentence pause, espeak-ng and Piper voices): every clip goes through the real listener
 (Silero VAD, 20 ms frames) with the :class:`TurnSegmenter` of each mode, the model evaluated inline, and the
 audio-time outcome is reported:
@@ -14,7 +17,7 @@ audio-time outcome is reported:
 * **end of speech -> end of turn**: from the clip's true end of speech (last 10 ms frame above -40 dBFS)
   to the stream time at which the utterance ended, p50/p95 (model latency not included: see part 1);
 * **false endpoints**: pause clips whose turn ended inside the pause, as a rate;
-* **decisions / turn**: model calls per clip (the CPU per turn is this times the CPU per decision).
+* **decisions / turn**: model calls per clip; **model CPU / turn**: that times the median CPU per decision.
 
 Run::
 
@@ -97,6 +100,43 @@ def part1(decisions: int, runs: int) -> list[dict[str, Any]]:
     return rows
 
 
+def part3(burst: int, runs: int) -> list[dict[str, Any]]:
+    """Wall latency of decisions asked at the same moment by ``burst`` rooms, through one runner."""
+    from llmrtc.audio.turn_detection import EndOfTurnRunner
+
+    clips = [c for c in corpus() if c.kind == "complete"]
+    items = [load_clip(c)[: round(c.speech_end_s * 16000 + 0.1 * 16000) * 2] for c in clips]
+    rows = []
+    for kind in ("smart-turn", "livekit"):
+        try:
+            det = create_detector(kind)  # type: ignore[arg-type]
+        except Exception:
+            continue
+        assert det is not None
+        runner = EndOfTurnRunner(det)
+        try:
+            for n in (1, burst):
+                lat: list[float] = []
+                for _ in range(runs):
+                    t0 = time.perf_counter()
+                    futs = [runner.submit(items[i % len(items)]) for i in range(n)]
+                    for f in futs:
+                        f.result()
+                        lat.append(time.perf_counter() - t0)
+                    # latency of each request = when its result was collected (in submission order)
+                rows.append(
+                    {
+                        "detector": kind,
+                        "rooms": n,
+                        "wall_ms_p50": 1000 * float(np.percentile(lat, 50)),
+                        "wall_ms_max": 1000 * max(lat),
+                    }
+                )
+        finally:
+            runner.close()
+    return rows
+
+
 def run_clip(
     c: Clip, engine: VADEngine, policy: EndOfTurnPolicy, det: EndOfTurnDetector | None
 ) -> tuple[list[tuple[float, SpeechEnd]], int]:
@@ -165,14 +205,20 @@ def main() -> None:
     )
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--decisions", type=int, default=40)
+    parser.add_argument("--burst", type=int, default=8, help="rooms asking at the same moment (part 2)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     load_before = os.getloadavg()
     cpu = part1(args.decisions, args.runs)
+    burst = part3(args.burst, args.runs)
     turns = part2()
     load_after = os.getloadavg()
+    cpu_single = {r["detector"]: r["cpu_ms_median"] for r in cpu if r["batch"] == 1}
+    for r in turns:
+        r["model_cpu_ms_per_turn"] = r["decisions_per_turn"] * cpu_single.get(r["mode"], 0.0)
     out = {
         "cpu_per_decision": cpu,
+        "burst": burst,
         "turns": turns,
         "loadavg_before": load_before,
         "loadavg_after": load_after,
@@ -189,16 +235,20 @@ def main() -> None:
         print(
             f"| {r['detector']} | {r['batch']} | {r['cpu_ms_min']:.1f} | {r['cpu_ms_median']:.1f} | {r['cpu_ms_max']:.1f} |"
         )
+    print("\nDecision wall latency when rooms ask at the same moment (one runner thread)\n")
+    print("| detector | rooms | p50 (ms) | max (ms) |\n|---|---|---|---|")
+    for r in burst:
+        print(f"| {r['detector']} | {r['rooms']} | {r['wall_ms_p50']:.0f} | {r['wall_ms_max']:.0f} |")
     print("\nTurns on the corpus (audio time; model latency excluded)\n")
     print(
-        "| mode | voices | clips | end of speech -> end of turn p50 / p95 (ms) | false endpoints | decisions/turn |"
+        "| mode | voices | clips | end of speech -> end of turn p50 / p95 (ms) | false endpoints | decisions/turn | model CPU/turn (ms) |"
     )
-    print("|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|")
     for r in turns:
         print(
             f"| {r['mode']} | {r['voices']} | {r['clips']} | {r['end_p50_ms']:.0f} / {r['end_p95_ms']:.0f} | "
             f"{r['false_endpoints']}/{r['pause_clips']} ({100 * r['false_endpoint_rate']:.0f}%) | "
-            f"{r['decisions_per_turn']:.1f} |"
+            f"{r['decisions_per_turn']:.1f} | {r['model_cpu_ms_per_turn']:.0f} |"
         )
 
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 import functools
 import importlib.util
 import logging
-import threading
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -141,7 +140,6 @@ class SmartTurnDetector:
             )
         except Exception as exc:
             raise ConfigError(f"cannot load the Smart Turn model {model_path}: {exc}") from exc
-        self._lock = threading.Lock()
         self.path = model_path
 
     def predict(self, pcm16k: bytes) -> float:
@@ -154,8 +152,7 @@ class SmartTurnDetector:
             return []
         features = np.stack([log_mel(prepare(pcm)) for pcm in items])
         try:
-            with self._lock:
-                (out,) = self._session.run(["logits"], {"input_features": features})
+            (out,) = self._session.run(["logits"], {"input_features": features})  # thread-safe
         except Exception as exc:
             logger.error("Smart Turn inference failed (batch=%d): %s", len(items), exc)
             raise AudioError(f"Smart Turn inference failed: {exc}") from exc

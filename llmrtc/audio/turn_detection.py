@@ -138,16 +138,20 @@ class _Request:
 
 
 class EndOfTurnRunner:
-    """Runs one detector on a daemon thread, off every event loop, for all the streams of a process.
+    """Runs one detector on ``threads`` daemon threads, off every event loop, for all streams of a process.
 
-    :meth:`submit` returns a :class:`concurrent.futures.Future` (poll it, or ``await runner.predict(pcm)``).
-    With ``max_batch > 1`` and a batchable detector, the requests pending when the thread is free go in one
-    model call. The default is 1: measured with ``bench/turn_detection.py``, a Smart Turn batch costs as
-    much CPU per decision as single calls (about 30 ms each), so batching only adds latency. Statistics:
-    ``calls``, ``decisions``, ``cpu_s`` (the thread's CPU time).
+    :meth:`submit` returns a :class:`concurrent.futures.Future` (poll it, or ``await runner.predict(pcm)``);
+    requests are answered in order of arrival. One thread answers about 30 Smart Turn decisions a second;
+    give it more threads (up to the cores you can spare) when many rooms share a process. With
+    ``max_batch > 1`` and a batchable detector, the requests pending when a thread is free go in one model
+    call. The default is 1: measured with ``bench/turn_detection.py``, a Smart Turn batch costs as much CPU
+    per decision as single calls, so batching would only add latency. Statistics: ``calls``, ``decisions``,
+    ``cpu_s`` (CPU time of the runner's threads).
     """
 
-    def __init__(self, detector: EndOfTurnDetector, *, max_batch: int = 1) -> None:
+    def __init__(self, detector: EndOfTurnDetector, *, max_batch: int = 1, threads: int = 1) -> None:
+        if max_batch < 1 or threads < 1:
+            raise ConfigError("EndOfTurnRunner needs max_batch >= 1 and threads >= 1")
         self.detector = detector
         self._max_batch = max_batch if detector.batchable else 1
         self._cond = threading.Condition()
@@ -156,8 +160,12 @@ class EndOfTurnRunner:
         self.calls = 0
         self.decisions = 0
         self.cpu_s = 0.0
-        self._thread = threading.Thread(target=self._run, name=f"llmrtc-eot-{detector.name}", daemon=True)
-        self._thread.start()
+        self._threads = [
+            threading.Thread(target=self._run, name=f"llmrtc-eot-{detector.name}-{k}", daemon=True)
+            for k in range(threads)
+        ]
+        for t in self._threads:
+            t.start()
 
     def submit(self, pcm16k: bytes) -> concurrent.futures.Future[float]:
         """Queue one prediction."""
@@ -198,9 +206,10 @@ class EndOfTurnRunner:
                 for r in batch:
                     r.future.set_exception(err)
                 continue
-            self.cpu_s += time.thread_time() - started
-            self.calls += 1
-            self.decisions += len(batch)
+            with self._cond:
+                self.cpu_s += time.thread_time() - started
+                self.calls += 1
+                self.decisions += len(batch)
             for r, p in zip(batch, probs, strict=True):
                 r.future.set_result(p)
 
@@ -213,7 +222,8 @@ class EndOfTurnRunner:
         for r in queued:
             if r.future.set_running_or_notify_cancel():
                 r.future.set_exception(AudioError("the end-of-turn runner was closed"))
-        self._thread.join(timeout=5)
+        for t in self._threads:
+            t.join(timeout=5)
 
 
 # ------------------------------------------------------------------------------------------------ segmenter

@@ -229,6 +229,21 @@ def test_turn_segmenter_with_runner(onnx_engine: VADEngine) -> None:
     assert ends[0][0] - ends[0][1].end_s < DEFAULTS["smart-turn"].max_silence_ms / 1000
 
 
+def test_runner_with_two_threads_answers_everything_in_order() -> None:
+    det = detector("smart-turn")
+    runner = EndOfTurnRunner(det, threads=2)
+    items = [load_clip(clip(cid))[: 16000 * 2 * 2] for cid in ("complete_00_0", "pause_08_0")] * 3
+    try:
+        futures = [runner.submit(x) for x in items]
+        probs = [f.result(timeout=30) for f in futures]
+    finally:
+        runner.close()
+    np.testing.assert_allclose(probs, [det.predict(x) for x in items], atol=1e-5)
+    assert runner.decisions == runner.calls == len(items)
+    with pytest.raises(ConfigError):
+        EndOfTurnRunner(det, threads=0)
+
+
 def test_runner_closed_refuses_work() -> None:
     runner = EndOfTurnRunner(detector("smart-turn"))
     runner.close()

@@ -41,11 +41,14 @@ async def pcm_chunks(
         buffer_whole=True,
     )
     pending = bytearray()
-    async for piece in source:
-        pending += b"".join(decoder.feed(piece))
-        if len(pending) >= min_bytes:
-            yield TTSChunk(pcm=bytes(pending), sample_rate=sample_rate)
-            pending.clear()
+    try:
+        async for piece in source:
+            pending += b"".join(decoder.feed(piece))
+            if len(pending) >= min_bytes:
+                yield TTSChunk(pcm=bytes(pending), sample_rate=sample_rate)
+                pending.clear()
+    finally:
+        await _close(source)  # now, in this task, also when decoding failed or the caller stopped
     pending += b"".join(decoder.flush())
     # a format decoded once complete arrives here all at once: hand it on in pieces of ~200 ms
     step = max(min_bytes, sample_rate // 5 * 2)
@@ -77,9 +80,13 @@ async def at_rate(chunks: AsyncIterable[TTSChunk], rate: int) -> AsyncGenerator[
             if tail:
                 yield TTSChunk(pcm=tail, sample_rate=rate)
     finally:
-        aclose = getattr(chunks, "aclose", None)
-        if aclose is not None:  # close the source now (a barge-in), not when it is collected
-            await aclose()
+        await _close(chunks)  # close the source now (a barge-in), not when it is collected
+
+
+async def _close(source: object) -> None:
+    aclose = getattr(source, "aclose", None)
+    if aclose is not None:
+        await aclose()
 
 
 #: PyAV container and codec for each encoded format :func:`encode_audio` writes, and the rates the codec takes.

@@ -129,15 +129,20 @@ async def checked_audio(
     check_content_type(provider, content_type, "audio")
     head = b""
     checked = False
-    async for piece in body:
-        if checked:
-            yield piece
-            continue
-        head += piece
-        if len(head) >= SNIFF_BYTES:
-            check_audio_head(provider, head, content_type)
-            checked = True
-            yield head
+    try:
+        async for piece in body:
+            if checked:
+                yield piece
+                continue
+            head += piece
+            if len(head) >= SNIFF_BYTES:
+                check_audio_head(provider, head, content_type)
+                checked = True
+                yield head
+    finally:
+        aclose = getattr(body, "aclose", None)
+        if aclose is not None:
+            await aclose()
     if not checked:
         check_audio_head(provider, head, content_type)
         if head:

@@ -19,7 +19,7 @@ from typing import Any
 import aiohttp
 
 from llmrtc.errors import CodecError, ConfigError, ProviderError, ProviderResponseError
-from llmrtc.providers._audio import pcm_chunks
+from llmrtc.providers._audio import at_rate, pcm_chunks
 from llmrtc.providers._http import (
     TRANSPORT_ERRORS,
     SessionHolder,
@@ -257,8 +257,18 @@ class PiperLocalTTSProvider(PiperTTSProvider):
         )
 
     async def speak_stream(self, text: str, config: TTSConfig | None = None) -> AsyncIterator[TTSChunk]:
+        """One chunk per sentence at the voice's rate, or resampled to ``TTSConfig.sample_rate``."""
         if not text.strip():
             return
+        rate = (config.sample_rate if config else None) or self.sample_rate
+        chunks = at_rate(self._synthesize(text, config), rate)
+        try:
+            async for chunk in chunks:
+                yield chunk
+        finally:
+            await chunks.aclose()
+
+    async def _synthesize(self, text: str, config: TTSConfig | None) -> AsyncIterator[TTSChunk]:
         voice = await self._voice.get()
         syn = self._syn_config(voice, config)
         loop = asyncio.get_running_loop()

@@ -511,6 +511,41 @@ async def test_tts_pcm_resampled_to_the_asked_rate_keeps_pitch(
     assert fake_openai.requests[0].body["response_format"] == "pcm"
 
 
+async def test_tts_config_format_and_rate_are_honoured_per_call(
+    fake_openai: FakeOpenAI, fast_retry: RetryPolicy, closing: Closer
+) -> None:
+    from llmrtc.audio.codec import decode_audio
+
+    tts = closing(OpenAITTSProvider(api_key="sk-test", base_url=fake_openai.base_url, retry=fast_retry))
+    tone24k = tone_pcm(24000, 0.5)
+    # a rate per call: the 24 kHz pcm is resampled, the pitch kept
+    fake_openai.push_speech(Speech(tone24k))
+    chunks = [c async for c in tts.speak_stream("Hi", TTSConfig(sample_rate=16000))]
+    assert {c.sample_rate for c in chunks} == {16000}
+    assert dominant_hz(b"".join(c.pcm for c in chunks), 16000) == pytest.approx(440, abs=4)
+    # a format the server speaks: asked of it and handed back untouched
+    mp3 = encode(tone24k, 24000, "mp3", "libmp3lame")
+    fake_openai.push_speech(Speech(mp3, content_type="audio/mpeg"))
+    result = await tts.speak("Hi", TTSConfig(format="mp3"))
+    assert (result.format, result.audio, result.sample_rate) == ("mp3", mp3, 24000)
+    assert fake_openai.requests[-1].body["response_format"] == "mp3"
+    ogg = encode(tone_pcm(48000, 0.5), 48000, "ogg", "libopus")
+    fake_openai.push_speech(Speech(ogg, content_type="audio/ogg"))
+    assert (await tts.speak("Hi", TTSConfig(format="ogg"))).audio == ogg
+    assert fake_openai.requests[-1].body["response_format"] == "opus", "OpenAI's opus is Ogg Opus"
+    # a format on the wire for streaming: decoded to PCM as it arrives
+    fake_openai.push_speech(Speech(mp3, content_type="audio/mpeg", chunk_size=500))
+    streamed = [c async for c in tts.speak_stream("Hi", TTSConfig(format="mp3"))]
+    assert fake_openai.requests[-1].body["response_format"] == "mp3" and len(streamed) > 2
+    assert abs(sum(c.duration_s for c in streamed) - 0.5) < 0.05
+    # a format at a rate the server does not send: its wav decoded, resampled and encoded again here
+    fake_openai.push_speech(Speech(pcm16_to_wav(tone24k, 24000), content_type="audio/wav"))
+    wav = await tts.speak("Hi", TTSConfig(format="wav", sample_rate=8000))
+    assert (wav.format, wav.sample_rate, wav.audio[:4]) == ("wav", 8000, b"RIFF")
+    assert fake_openai.requests[-1].body["response_format"] == "wav"
+    assert dominant_hz(decode_audio(wav.audio, "wav", 8000), 8000) == pytest.approx(440, abs=4)
+
+
 def test_tts_rejects_bad_options() -> None:
     with pytest.raises(ConfigError):
         OpenAITTSProvider(api_key="k", speed=9.0)

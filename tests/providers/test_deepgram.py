@@ -22,6 +22,7 @@ from llmrtc.types import STTResult, TTSConfig, WordTiming
 from tests.providers.conftest import Closer
 from tests.providers.fakes.deepgram import Failure, FakeDeepgram, Utterance, tone
 from tests.providers.helpers import FAST, serving
+from tests.providers.stream_gate import Gate
 
 PIECE_S = 0.1
 PIECE = b"\x01\x00" * int(16000 * PIECE_S)
@@ -45,13 +46,13 @@ def stt(fake: FakeDeepgram, closing: Closer, **kw: object) -> DeepgramSTTProvide
     return closing(DeepgramSTTProvider(**options))  # type: ignore[arg-type]
 
 
-async def audio(seconds: float, sent: list[int] | None = None, pause_s: float = 0.0) -> AsyncIterator[bytes]:
-    """``seconds`` of PCM16 16 kHz in 100 ms pieces, counting pieces handed out in ``sent``."""
+async def audio(seconds: float, pause_s: float = 0.0, gate: Gate | None = None) -> AsyncIterator[bytes]:
+    """``seconds`` of PCM16 16 kHz in 100 ms pieces; with a ``gate``, the rest waits for it to open."""
     for i in range(round(seconds / PIECE_S)):
         if pause_s and i == 1:
             await asyncio.sleep(pause_s)
-        if sent is not None:
-            sent.append(i)
+        if gate is not None and i == gate.at_piece:
+            await gate.wait()
         yield PIECE
         await asyncio.sleep(0.005)  # paced like a (fast) microphone
 
@@ -59,12 +60,14 @@ async def audio(seconds: float, sent: list[int] | None = None, pause_s: float = 
 async def test_stream_interim_results_finals_and_word_timings(fake: FakeDeepgram, closing: Closer) -> None:
     fake.utterances = [Utterance.of("Hello there world.", 0.2), Utterance.of("How are you?", 2.0)]
     provider = stt(fake, closing)
-    sent: list[int] = []
-    results: list[tuple[int, STTResult]] = []
-    async for result in provider.transcribe_stream(audio(3.6, sent)):
-        results.append((len(sent), result))
+    gate = Gate(at_piece=15)  # 1.5 s of 3.6: after the first utterance's final (1.05 s + 300 ms endpointing)
+    results: list[STTResult] = []
+    async for result in provider.transcribe_stream(audio(3.6, gate=gate)):
+        results.append(result)
+        if result.is_final:
+            gate.event.set()
 
-    got = [(r.text, r.is_final, r.end_of_utterance) for _, r in results]
+    got = [(r.text, r.is_final, r.end_of_utterance) for r in results]
     assert got == [
         ("Hello", False, False),
         ("Hello there", False, False),
@@ -73,9 +76,8 @@ async def test_stream_interim_results_finals_and_word_timings(fake: FakeDeepgram
         ("How are", False, False),
         ("How are you?", True, True),
     ]
-    # Interim results arrive while audio is still being sent, not after the stream ends.
-    assert results[0][0] < 10 and results[2][0] < 20
-    final = results[2][1]
+    assert gate.opened_by_result  # results arrive while audio is still being sent, not after the stream ends
+    final = results[2]
     assert final.words == [
         WordTiming("Hello", 0.2, 0.45),
         WordTiming("there", 0.5, 0.75),

@@ -15,6 +15,7 @@ from llmrtc.types import STTConfig, STTResult
 from tests.providers.conftest import Closer
 from tests.providers.fakes.openai_realtime import FakeOpenAIRealtime, Speech
 from tests.providers.helpers import FAST, serving
+from tests.providers.stream_gate import Gate
 
 PIECE = b"\x01\x00" * 1600  # 100 ms at 16 kHz
 
@@ -36,10 +37,10 @@ def make(fake: FakeOpenAIRealtime, closing: Closer, **kw: object) -> OpenAIRealt
     return closing(OpenAIRealtimeSTTProvider(**options))  # type: ignore[arg-type]
 
 
-async def audio(seconds: float, sent: list[int] | None = None) -> AsyncIterator[bytes]:
+async def audio(seconds: float, gate: Gate | None = None) -> AsyncIterator[bytes]:
     for i in range(round(seconds * 10)):
-        if sent is not None:
-            sent.append(i)
+        if gate is not None and i == gate.at_piece:
+            await gate.wait()
         yield PIECE
         await asyncio.sleep(0.01)  # ten times faster than real time, yet paced like a microphone
 
@@ -48,12 +49,14 @@ async def test_deltas_then_finals_per_utterance_while_audio_streams(
     fake: FakeOpenAIRealtime, closing: Closer
 ) -> None:
     fake.speech = [Speech("Hello there.", 0.2, 0.9), Speech("What time is it?", 1.8, 2.6)]
-    sent: list[int] = []
-    results: list[tuple[int, STTResult]] = []
+    gate = Gate(at_piece=16)  # 1.6 s of 4: after the first utterance ends (0.9 s + 500 ms of silence)
+    results: list[STTResult] = []
     stt = make(fake, closing, language="en", prompt="a clock")
-    async for result in stt.transcribe_stream(audio(4.0, sent), STTConfig(model="gpt-4o-mini-transcribe")):
-        results.append((len(sent), result))
-    assert [(r.text, r.is_final, r.end_of_utterance) for _, r in results] == [
+    async for result in stt.transcribe_stream(audio(4.0, gate), STTConfig(model="gpt-4o-mini-transcribe")):
+        results.append(result)
+        if result.is_final:
+            gate.event.set()
+    assert [(r.text, r.is_final, r.end_of_utterance) for r in results] == [
         ("Hello", False, False),
         ("Hello there.", False, False),
         ("Hello there.", True, True),
@@ -63,7 +66,7 @@ async def test_deltas_then_finals_per_utterance_while_audio_streams(
         ("What time is it?", False, False),
         ("What time is it?", True, True),
     ]
-    assert results[2][0] < 20  # the first utterance is final long before the 40 pieces are sent
+    assert gate.opened_by_result  # the first utterance was final before the audio ended
     session = fake.sessions[0]
     assert session.query == {"intent": "transcription"}
     assert session.headers["Authorization"] == f"Bearer {fake.api_key}"

@@ -274,13 +274,18 @@ class _Transcripts:
         self.speaking = False
         self.pending: set[str] = set()
         self.text: dict[str, str] = {}
+        self.spans: dict[str, list[float]] = {}
+        """Item id -> [start, end] of its speech in seconds (from the VAD events), for ``duration_s``."""
 
     def feed(self, event: Any) -> list[STTResult]:
         kind = getattr(event, "type", "")
         if kind == "input_audio_buffer.speech_started":
             self.speaking = True
+            self.spans[event.item_id] = [event.audio_start_ms / 1000, event.audio_start_ms / 1000]
         elif kind == "input_audio_buffer.speech_stopped":
             self.speaking = False
+            if event.item_id in self.spans:
+                self.spans[event.item_id][1] = event.audio_end_ms / 1000
         elif kind == "input_audio_buffer.committed":
             self.speaking = False
             self.pending.add(event.item_id)
@@ -293,12 +298,23 @@ class _Transcripts:
         elif kind == "conversation.item.input_audio_transcription.completed":
             self.pending.discard(event.item_id)
             self.text.pop(event.item_id, None)
+            span = self.spans.pop(event.item_id, None)
+            duration = round(span[1] - span[0], 3) if span and span[1] > span[0] else None
             text = (event.transcript or "").strip()
             if text:
-                return [STTResult(text=text, is_final=True, language=self.language, end_of_utterance=True)]
+                return [
+                    STTResult(
+                        text=text,
+                        is_final=True,
+                        language=self.language,
+                        end_of_utterance=True,
+                        duration_s=duration,
+                    )
+                ]
         elif kind == "conversation.item.input_audio_transcription.failed":
             self.pending.discard(event.item_id)
             self.text.pop(event.item_id, None)
+            self.spans.pop(event.item_id, None)
             error = getattr(event, "error", None)
             log.warning(
                 "an utterance could not be transcribed: %s",

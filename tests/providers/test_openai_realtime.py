@@ -67,6 +67,10 @@ async def test_deltas_then_finals_per_utterance_while_audio_streams(
         ("What time is it?", True, True),
     ]
     assert gate.opened_by_result  # the first utterance was final before the audio ended
+    assert [r.duration_s for r in results if r.is_final] == [
+        pytest.approx(0.7),
+        pytest.approx(0.8),
+    ]  # VAD spans
     session = fake.sessions[0]
     assert session.query == {"intent": "transcription"}
     assert session.headers["Authorization"] == f"Bearer {fake.api_key}"

@@ -271,7 +271,7 @@ class App {
       this.transcript.speech(key, this.agentName(), 'interrupted', note);
       this.transcript.heard(key, this.agentName(), ev.heard_text);
       this.captions.finish(key, ev.heard_text);
-      this.ttsStatus(`Interrupted ${note}`, 'cancelled');
+      this.ttsStatus(ev.reason === 'stop_request' ? `Stopped${who ? ` by ${who}` : ''}` : `Interrupted ${note}`, 'cancelled');
       this.endSpeaking(key);
     });
     client.on('turnEnd', (ev) => {
@@ -661,8 +661,12 @@ class App {
     this.micMeter = undefined;
     const micTrack = client.room.localParticipant.getTrackPublications().find((p) => p.kind === 'audio')?.track;
     if (on && micTrack) {
+      let loud = 0;
       this.micMeter = new LevelMeter(micTrack.mediaStreamTrack, (level) => {
         $('mic-level').style.setProperty('--level', Math.min(1, level * 8).toFixed(3));
+        loud = level > 0.02 ? loud + 1 : 0;
+        // About a quarter of a second of speech with no assistant in the room: it would be lost.
+        if (loud === 3 && client.state === 'connected' && !client.agentIdentity) this.speakingWhileAbsent();
       });
     } else {
       $('mic-level').style.setProperty('--level', '0');

@@ -70,7 +70,10 @@ export class Captions {
 
   private render(): void {
     window.clearTimeout(this.hideTimer);
-    const visible = this.text.slice(0, Math.floor(this.shown));
+    let visible = this.text.slice(0, Math.floor(this.shown));
+    if (visible.length < this.text.length && !/\s/.test(this.text[visible.length] ?? ' ')) {
+      visible = visible.slice(0, Math.max(0, visible.search(/\s\S*$/))); // whole words only
+    }
     let tail = visible;
     if (tail.length > SHOWN) {
       tail = tail.slice(-SHOWN);

@@ -127,11 +127,18 @@ def tool_name(prefix: str, name: str) -> str:
 
 
 def _schema(input_schema: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The tool's input schema, checked: an object schema valid as JSON Schema (draft 2020-12)."""
+    import jsonschema
+
     schema = dict(input_schema or {})
     schema.setdefault("type", "object")
     if schema["type"] != "object":
         raise ValueError(f"input schema of type {schema['type']!r} (tools take an object)")
     schema.setdefault("properties", {})
+    try:
+        jsonschema.Draft202012Validator.check_schema(schema)
+    except jsonschema.SchemaError as exc:
+        raise ValueError(f"invalid input schema: {exc.message}") from exc
     return schema
 
 

@@ -177,8 +177,11 @@ def check_startup(agent: Agent | None = None) -> Providers:
     tools = agent.create_tools()
     build_conversation(settings, providers, tools=tools, playbook=agent.create_playbook(tools))
     asyncio.run(providers.aclose())
-    get_shared_engine()
-    READINESS.vad_loaded = True
+    if settings.executor == "process":
+        # jobs load the model in their own processes; load it here once too, so a broken model fails the
+        # start and /readyz means "the model loads" (thread executor: prewarm loads it in this process)
+        get_shared_engine()
+        READINESS.vad_loaded = True
     return providers
 
 

@@ -203,3 +203,24 @@ async def test_close_stops_the_stdio_server_process() -> None:
         await asyncio.sleep(0.05)
     else:
         pytest.fail("the stdio MCP server outlived the toolset")
+
+
+def test_tools_with_unusable_schemas_are_left_out(caplog: pytest.LogCaptureFixture) -> None:
+    from mcp_types import Tool as MCPTool
+
+    from llmrtc.mcp import _Server
+
+    server = _Server(MCPServerSpec.model_validate(stdio(timeout_s=4)))
+    bad_type = MCPTool(name="bad", input_schema={"type": "object", "properties": {"x": {"type": "nonsense"}}})
+    not_object = MCPTool(name="scalar", input_schema={"type": "string"})
+    good = MCPTool(name="ns/ok", description="fine", input_schema={"type": "object"})
+    assert MCPToolset._tool(server, bad_type) is None
+    assert MCPToolset._tool(server, not_object) is None
+    assert "left out" in caplog.text
+    tool = MCPToolset._tool(server, good)
+    assert (
+        tool is not None
+        and tool.name == "ns_ok"
+        and tool.definition.parameters == {"type": "object", "properties": {}}
+    )
+    assert tool.definition.timeout_s == 5.0  # the call's own 4 s timeout answers first

@@ -456,6 +456,8 @@ class App {
   private ended(failed: boolean): void {
     this.setAgent('offline');
     this.captions.clear();
+    this.ttsStatus('', '');
+    this.transcript.closeOpen(failed ? 'connection lost' : 'you left');
     this.speakingTurn = undefined;
     $<HTMLButtonElement>('stop-button').disabled = true;
     $<HTMLInputElement>('text-input').disabled = true;
@@ -468,7 +470,7 @@ class App {
     $('call-view').dataset.ended = failed ? 'failed' : 'left';
     $('ended-title').textContent = failed ? 'Connection lost' : 'You left the room';
     $('ended-text').textContent = failed
-      ? 'The connection to the room could not be restored. Your transcript is kept below; Rejoin when you are back online.'
+      ? 'The connection to the room could not be restored. Your transcript is kept; Rejoin when you are back online.'
       : 'Your transcript stays here until you join another room.';
     for (const key of [...this.pendingTyped, ...this.waitingTyped.map((w) => w.key)]) {
       this.transcript.setStatus(key, 'dropped', failed ? 'connection lost' : 'left');

@@ -109,6 +109,16 @@ export class TranscriptView {
     this.render(entry);
   }
 
+  /** Answers still writing or speaking when the call ended: marked interrupted with `note`. */
+  closeOpen(note: string): void {
+    for (const entry of this.entries.values()) {
+      if (entry.role !== 'assistant' || !['partial', 'streaming', 'speaking'].includes(entry.status)) continue;
+      entry.status = 'interrupted';
+      entry.note = note;
+      this.render(entry);
+    }
+  }
+
   /** The text of `turn`'s answer so far. */
   answer(turn: string): string {
     return this.entries.get(`a:${turn}`)?.text ?? '';

@@ -18,10 +18,11 @@ results for the LLM, so a turn never crashes. A server that dropped is reconnect
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -164,6 +165,23 @@ def _content(result: Any) -> Any:
     return "\n".join(parts)
 
 
+@contextlib.asynccontextmanager
+async def _http_with_headers(url: str, headers: Mapping[str, str]) -> AsyncIterator[Any]:
+    """A streamable-HTTP transport whose requests carry ``headers`` (e.g. ``Authorization``); its HTTP
+    client is closed with it."""
+    import httpx2
+    from mcp.client.streamable_http import streamable_http_client
+
+    timeout = httpx2.Timeout(
+        30.0, read=300.0
+    )  # the mcp package's defaults: the server may hold a stream open
+    async with (
+        httpx2.AsyncClient(headers=dict(headers), timeout=timeout, follow_redirects=False) as http,
+        streamable_http_client(url, http_client=http) as streams,
+    ):
+        yield streams
+
+
 class _Server:
     """One connected MCP server; its ``mcp.Client`` lives in a task of its own."""
 
@@ -191,15 +209,7 @@ class _Server:
             assert self.spec.url is not None
             server = self.spec.url
             if self.spec.headers:
-                import httpx2
-                from mcp.client.streamable_http import streamable_http_client
-
-                http = httpx2.AsyncClient(
-                    headers=self.spec.headers,
-                    timeout=httpx2.Timeout(30.0, read=300.0),
-                    follow_redirects=False,
-                )
-                server = streamable_http_client(self.spec.url, http_client=http)
+                server = _http_with_headers(self.spec.url, self.spec.headers)
         return Client(server, read_timeout_seconds=self.spec.timeout_s, cache=None)
 
     async def start(self) -> None:

@@ -9,7 +9,7 @@ import asyncio
 import os
 import sys
 
-from mcp.server.mcpserver import MCPServer
+from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 
 server = MCPServer("llmrtc-test-server")
@@ -49,6 +49,13 @@ def crash() -> str:
 def pid() -> int:
     """The server's process id."""
     return os.getpid()
+
+
+@server.tool()
+def header(key: str, ctx: Context) -> str:
+    """A header of the HTTP request that carried this call ("" on stdio or when absent)."""
+    headers = ctx.headers or {}
+    return str(headers.get(key.lower(), ""))
 
 
 if __name__ == "__main__":

@@ -53,9 +53,9 @@ def http_url() -> Iterator[str]:
         proc.wait(10)
 
 
-async def run(registry: ToolRegistry, name: str, **arguments: Any) -> ToolResult:
+async def run(registry: ToolRegistry, tool: str, **arguments: Any) -> ToolResult:
     executor = ToolExecutor(registry, timeout_s=30)
-    return await executor.execute_one(ToolCallRequest(call_id=f"call-{name}", name=name, arguments=arguments))
+    return await executor.execute_one(ToolCallRequest(call_id=f"call-{tool}", name=tool, arguments=arguments))
 
 
 @pytest.fixture
@@ -98,7 +98,7 @@ async def test_stdio_server_tools_registered_with_their_schemas(
     local: tuple[MCPToolset, ToolRegistry],
 ) -> None:
     _, registry = local
-    assert set(registry.names()) == {"add", "weather_lookup", "slow", "fail", "crash", "pid"}
+    assert set(registry.names()) == {"add", "weather_lookup", "slow", "fail", "crash", "pid", "header"}
     add = registry.get("add")
     assert add is not None
     assert add.definition.description == "Add two integers."
@@ -157,6 +157,8 @@ async def test_streamable_http_server_with_prefix_and_headers(http_url: str) -> 
         assert result.success and result.result == {"result": 42}
         failed = await run(registry, "remote_fail", message="nope")
         assert not failed.success and "nope" in (failed.error or "")
+        sent = await run(registry, "remote_header", key="X-Test")
+        assert sent.result == {"result": "1"}  # the spec's headers reach the server
 
 
 async def test_unreachable_server_is_skipped_unless_required(http_url: str) -> None:

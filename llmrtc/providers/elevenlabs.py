@@ -85,32 +85,56 @@ class _SourceFailed(Exception):
 
 
 class _Replay:
-    """A one-shot text stream that a retried turn can read again from the start."""
+    """A one-shot text stream that a retried turn can read again from the start.
+
+    One task reads the source (typically an LLM stream) for all attempts, so a failed attempt that is
+    cancelled while waiting for the next piece never cancels the source itself.
+    """
 
     def __init__(self, source: AsyncIterable[str]) -> None:
-        self._source = source.__aiter__()
+        self._source = source
         self._seen: list[str] = []
         self._done = False
+        self._error: BaseException | None = None
+        self._changed = asyncio.Event()
+        self._pump: asyncio.Task[None] | None = None
+
+    async def _read(self) -> None:
+        try:
+            async for text in self._source:
+                self._seen.append(text)
+                self._wake()
+        except Exception as exc:
+            self._error = exc
+        finally:
+            self._done = True
+            self._wake()
+
+    def _wake(self) -> None:
+        changed, self._changed = self._changed, asyncio.Event()
+        changed.set()
 
     async def iterate(self) -> AsyncIterator[str]:
-        for text in list(self._seen):
-            yield text
-        index = len(self._seen)
-        while not self._done:
-            if index < len(self._seen):  # another reader went ahead
-                yield self._seen[index]
+        """Every piece so far, then the rest as it arrives; a failing source raises :class:`_SourceFailed`."""
+        if self._pump is None:
+            self._pump = asyncio.create_task(self._read(), name="elevenlabs-text-source")
+        index = 0
+        while True:
+            if index < len(self._seen):
                 index += 1
+                yield self._seen[index - 1]
                 continue
-            try:
-                text = await self._source.__anext__()
-            except StopAsyncIteration:
-                self._done = True
+            if self._done:
+                if self._error is not None:
+                    raise _SourceFailed(self._error)
                 return
-            except Exception as exc:
-                raise _SourceFailed(exc) from exc
-            self._seen.append(text)
-            index += 1
-            yield text
+            await self._changed.wait()
+
+    async def aclose(self) -> None:
+        """Stop reading the source (the turn is over, or was cut off)."""
+        if self._pump is not None and not self._pump.done():
+            self._pump.cancel()
+            await asyncio.gather(self._pump, return_exceptions=True)
 
 
 class ElevenLabsTTSProvider(TTSProvider):
@@ -328,6 +352,7 @@ class ElevenLabsTTSProvider(TTSProvider):
             raise failed.error from None
         finally:
             await chunks.aclose()  # a barge-in ends the turn's context now
+            await source.aclose()
 
     async def _session_socket(self, key: tuple[str, str, str]) -> ElevenLabsSocket:
         """The session's socket for ``key``, opened (again) when there is none, it closed, or ``key`` changed."""

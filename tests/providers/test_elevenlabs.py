@@ -270,6 +270,29 @@ async def test_ws_close_while_sending_is_retried_on_a_fresh_socket(fake: FakeEle
     assert fake.sessions[1].texts() == ["Hello ", "there. ", "Bye. "]
 
 
+async def test_ws_close_while_the_llm_is_still_thinking_keeps_the_llm_stream(fake: FakeElevenLabs) -> None:
+    """The socket fails while the text source (an LLM) is between pieces: the retry on a fresh socket must
+    get every piece, and the LLM's stream must not be cancelled by the failed attempt."""
+    fake.ws_close = [CloseAfter(2, 1008, "something went wrong")]
+    finished = asyncio.Event()
+
+    async def thinking_llm() -> AsyncIterator[str]:
+        yield "Hello "
+        await asyncio.sleep(0.3)
+        yield "there. "
+        yield "Bye."
+        finished.set()
+
+    tts = make(fake)
+    try:
+        chunks = [c async for c in tts.speak_text_stream(thinking_llm())]
+    finally:
+        await tts.aclose()
+    assert finished.is_set(), "the LLM stream ran to its end"
+    assert b"".join(c.pcm for c in chunks) == tone(len("Hello there. "), 24000) + tone(len("Bye. "), 24000)
+    assert len(fake.sessions) == 2 and fake.sessions[1].texts() == ["Hello ", "there. ", "Bye. "]
+
+
 @pytest.mark.parametrize(
     ("code", "reason", "expected", "retryable"),
     [

@@ -148,6 +148,7 @@ def server_options(settings: WorkerSettings | None = None) -> WorkerOptions:
         agent_name=settings.agent_name,
         job_executor_type=executor,
         drain_timeout=settings.drain_timeout_s,
+        port=0,  # livekit-agents' own HTTP server: ephemeral (health is METRICS_PORT's /healthz, /readyz)
         **kwargs,
     )
 

@@ -64,6 +64,8 @@ class WorkerProcess:
     env: dict[str, str]
     log_path: Path
     proc: subprocess.Popen[bytes] | None = None
+    mode: str = "dev"
+    """``dev`` or ``start`` (production mode: drains on SIGTERM)."""
 
     def start(self) -> WorkerProcess:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("LIVEKIT_", "OPENAI_"))}
@@ -72,7 +74,7 @@ class WorkerProcess:
         env["LLMRTC_ENV_FILE"] = str(self.log_path.parent / "no.env")  # hermetic: never a developer's .env
         self._log = self.log_path.open("wb")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "worker", "dev"],
+            [sys.executable, "-m", "worker", self.mode],
             cwd=ROOT,
             env=env,
             stdout=self._log,

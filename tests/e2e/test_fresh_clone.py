@@ -20,7 +20,6 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -126,7 +125,6 @@ async def test_fresh_clone_make_dev_gives_a_working_page(
         assert "<title>llmrtc" in page_html and '"detail"' not in page_html, page_html[:300]
 
         async with chromium(playwright_api) as browser, open_page(browser, "desktop") as page:
-            page: Any
             await page.goto(url)
             await page.get_by_label("Room", exact=True).fill("first-run")
             await page.get_by_label("Your name").fill("Newcomer")

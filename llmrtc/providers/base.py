@@ -139,14 +139,28 @@ class TTSProvider(ABC):
 
     async def speak(self, text: str, config: TTSConfig | None = None) -> TTSResult:
         """Synthesize ``text`` completely, as ``config.format`` (default ``pcm``) at ``config.sample_rate``
-        (default :attr:`sample_rate`). The default gathers :meth:`speak_stream` and encodes locally; vendors
-        that can send the asked format themselves override this."""
+        (default: the rate the stream starts at). The default gathers :meth:`speak_stream`, resampling any
+        chunk at another rate, and encodes locally; vendors that can send the asked format override this."""
         from llmrtc.providers._audio import at_rate, encode_audio
 
         cfg = config or TTSConfig()
-        target = cfg.sample_rate or self.sample_rate
+        stream = self.speak_stream(text, cfg)
+        first = await anext(stream, None)
+        target = cfg.sample_rate or (first.sample_rate if first is not None else self.sample_rate)
+
+        async def chunks() -> AsyncIterator[TTSChunk]:
+            try:
+                if first is not None:
+                    yield first
+                    async for chunk in stream:
+                        yield chunk
+            finally:
+                aclose = getattr(stream, "aclose", None)
+                if aclose is not None:
+                    await aclose()
+
         pcm = bytearray()
-        async for chunk in at_rate(self.speak_stream(text, cfg), target):
+        async for chunk in at_rate(chunks(), target):
             pcm.extend(chunk.pcm)
         fmt = cfg.format or "pcm"
         if fmt == "pcm":

@@ -243,11 +243,14 @@ async def test_ws_one_socket_reused_across_turns_and_kept_alive(fake: FakeEleven
 
 
 async def test_ws_reconnects_when_the_service_closed_the_idle_socket(fake: FakeElevenLabs) -> None:
+    """The service closes an idle socket (its inactivity timeout, 0.3 s here, before our keep-alive is due):
+    the next turn opens a new one, without an error."""
+    fake.inactivity_s = 0.3
     tts = make(fake, keepalive_s=5, inactivity_timeout_s=6)
     try:
         assert b"".join(c.pcm for c in await speak_all(tts, "Before. ")) == tone(8, 24000)
-        await tts._socket.ws.close(code=1000)  # type: ignore[union-attr]  # the service went away between turns
-        await asyncio.sleep(0.05)
+        await asyncio.sleep(0.6)
+        assert fake.sessions[0].close is not None and "Have not received" in fake.sessions[0].close[1]
         assert b"".join(c.pcm for c in await speak_all(tts, "After. ")) == tone(7, 24000)
     finally:
         await tts.aclose()

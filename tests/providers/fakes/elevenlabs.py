@@ -126,6 +126,9 @@ class FakeElevenLabs(ScriptedServer[Speech | Failure]):
         """Refuse the WebSocket handshake with this HTTP status."""
         self.ws_close: list[CloseAfter] = []
         """Scripted closes, one per connection in order (connections after them behave)."""
+        self.inactivity_s: float | None = None
+        """Close idle sockets after this many seconds whatever the client asked (a service with a shorter
+        timeout, or one that was restarted)."""
         self.generate_at = 50
         """Synthesise pending text once this many characters wait, as the service's chunk schedule does."""
         self.ws_base_url = ""
@@ -178,7 +181,7 @@ class FakeElevenLabs(ScriptedServer[Speech | Failure]):
         ws = web.WebSocketResponse()
         await ws.prepare(request)
         output_format = request.query.get("output_format", "mp3_44100_128")
-        inactivity = float(request.query.get("inactivity_timeout", "20"))
+        inactivity = self.inactivity_s or float(request.query.get("inactivity_timeout", "20"))
         pending: dict[str, str] = {}
         audio_sent = 0
 

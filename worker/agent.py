@@ -35,9 +35,9 @@ from __future__ import annotations
 import logging
 import sys
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from llmrtc.errors import ConfigError
 from llmrtc.playbooks.types import Playbook
@@ -45,6 +45,9 @@ from llmrtc.providers.base import LLMProvider, STTProvider, TTSProvider, VisionP
 from llmrtc.tools import Tool, ToolRegistry
 from worker.config import WorkerSettings, load_settings
 from worker.conversation import Providers, load_room_playbook
+
+if TYPE_CHECKING:
+    from llmrtc.mcp import MCPServerSpec, MCPToolset
 
 log = logging.getLogger("llmrtc.worker.agent")
 
@@ -88,6 +91,8 @@ class Agent:
     with one, ``instructions`` may not be set (the playbook has its prompts). ``tools``: tools (functions
     made with :func:`~llmrtc.tools.define_tool`), a :class:`~llmrtc.tools.ToolRegistry`, or a factory of
     one (default ``TOOLS``). ``hooks``: a :class:`~llmrtc.hooks.Hooks` factory (one per room).
+    ``mcp_servers``: MCP servers whose tools join each room's registry (stdio or streamable HTTP specs,
+    see :func:`llmrtc.mcp.parse_mcp_servers`; default ``MCP_SERVERS``).
     ``greeting``: spoken when a human joins (default ``GREETING``). ``settings``: the worker settings
     (default: read from the environment and ``.env`` when the agent runs).
     """
@@ -103,6 +108,7 @@ class Agent:
         playbook: Playbook | str | Path | None = None,
         tools: Sequence[Tool] | ToolRegistry | Factory[ToolRegistry] | None = None,
         hooks: Factory[Any] | None = None,
+        mcp_servers: Sequence[Mapping[str, Any]] | str | None = None,
         greeting: str | None = None,
         settings: WorkerSettings | None = None,
     ) -> None:
@@ -126,6 +132,7 @@ class Agent:
         self.playbook = playbook
         self._tools = tools
         self._hooks = hooks
+        self._mcp_servers = mcp_servers
         self.greeting = greeting
         self._settings = settings
         with _lock:
@@ -235,6 +242,29 @@ class Agent:
                 raise ConfigError("Agent(tools=...) factory must return a ToolRegistry")
             return made
         return ToolRegistry(list(tools))
+
+    def mcp_specs(self) -> list[MCPServerSpec]:
+        """The MCP servers of this agent (code first, else ``MCP_SERVERS``)."""
+        from llmrtc.mcp import parse_mcp_servers
+
+        value = self._mcp_servers if self._mcp_servers is not None else self.settings.mcp_servers
+        return parse_mcp_servers(value or None)
+
+    async def open_mcp(self, registry: ToolRegistry) -> MCPToolset | None:
+        """Connect this room's MCP servers and add their tools to ``registry`` (``None`` without servers).
+
+        A server that cannot be reached is skipped with a warning (unless its spec says ``required``);
+        the caller closes the toolset when the room ends.
+        """
+        specs = self.mcp_specs()
+        if not specs:
+            return None
+        from llmrtc.mcp import MCPToolset
+
+        toolset = MCPToolset(specs)
+        await toolset.start()
+        toolset.register_into(registry)
+        return toolset
 
     def create_hooks(self) -> Any:
         """One room's hooks (``None`` when the agent has none)."""

@@ -60,6 +60,9 @@ class WorkerSettings(BaseSettings):
     """A playbook file (YAML/JSON): runs the VoicePlaybookOrchestrator instead of the plain assistant."""
     tools: str = Field(default="", validation_alias="TOOLS")
     """The tools the LLM may call: ``path/to/tools.py`` or ``package.module[:name]`` giving a ToolRegistry."""
+    mcp_servers: str = Field(default="", validation_alias="MCP_SERVERS")
+    """MCP servers whose tools join the registry: a JSON list of ``{"name", "command", "args"}`` (stdio) or
+    ``{"name", "url", "headers"}`` (streamable HTTP) objects (:func:`llmrtc.mcp.parse_mcp_servers`)."""
     greeting: str = Field(default="", validation_alias="GREETING")
     """Spoken when a human joins (empty: no greeting)."""
     history_limit: int = Field(default=40, ge=2, validation_alias="HISTORY_LIMIT")
@@ -125,6 +128,19 @@ class WorkerSettings(BaseSettings):
         if scheme not in ("", "memory", "redis", "rediss", "unix"):
             raise ValueError("must be empty, 'memory' or a Redis URL such as redis://localhost:6379/0")
         return spec
+
+    @field_validator("mcp_servers")
+    @classmethod
+    def _mcp(cls, value: str) -> str:
+        if value.strip():
+            from llmrtc.errors import LLMRTCError
+            from llmrtc.mcp import parse_mcp_servers
+
+            try:
+                parse_mcp_servers(value)
+            except (LLMRTCError, ValueError) as exc:
+                raise ValueError(f"invalid MCP server list: {exc}") from exc
+        return value.strip()
 
     @field_validator("tts_sample_rate")
     @classmethod

@@ -20,12 +20,13 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from livekit import agents
 from livekit.agents import AgentServer, JobContext, JobExecutorType, JobProcess, JobRequest, WorkerOptions
 
 from llmrtc.audio.vad import VADEngine, get_shared_engine
+from llmrtc.mcp import MCPToolset
 from llmrtc.sessions import create_session_store
 from worker.agent import Agent, current_agent
 from worker.config import WorkerSettings, load_settings
@@ -37,6 +38,9 @@ from worker.persistence import PersistentConversation, RoomPersistence
 from worker.room import RoomIO
 from worker.session import RoomSession
 from worker.store import process_session_store
+
+if TYPE_CHECKING:
+    from llmrtc.mcp import MCPToolset
 
 log = logging.getLogger("llmrtc.worker")
 
@@ -72,12 +76,14 @@ async def entrypoint(ctx: JobContext) -> None:
     room_io = RoomIO(room, sample_rate=settings.tts_sample_rate)
     room_io.set_agent_state("initializing")
     session: RoomSession | None = None
+    mcp: MCPToolset | None = None
     persistence: RoomPersistence | None = None
     ended_empty = False
     disconnected = asyncio.Event()
     room.on("disconnected", lambda *_: disconnected.set())
     try:
         tools = agent.create_tools()
+        mcp = await agent.open_mcp(tools)  # the room's MCP servers' tools join its registry
         conversation = build_conversation(
             settings,
             providers,
@@ -125,6 +131,8 @@ async def entrypoint(ctx: JobContext) -> None:
             await persistence.aclose(delete=ended_empty and settings.session_delete_on_end)
         await room_io.aclose()
         await providers.aclose()
+        if mcp is not None:
+            await mcp.aclose()
         room_closed(room.name)
         with contextlib.suppress(Exception):
             ctx.shutdown(reason="room empty")

@@ -7,6 +7,13 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from llmrtc.deadlines import (
+    DEFAULT_LLM_FIRST_TOKEN_S,
+    DEFAULT_LLM_IDLE_S,
+    DEFAULT_STT_S,
+    DEFAULT_TTS_FIRST_BYTE_S,
+    DEFAULT_TURN_BUDGET_S,
+)
 from llmrtc.providers.base import LLMProvider, STTProvider, TTSProvider, VisionProvider
 from llmrtc.types import STTConfig, TTSConfig
 
@@ -51,6 +58,16 @@ class OrchestratorConfig(BaseModel):
     """Hold each round's text and audio until ``on_llm_end`` passed. ``None``: only when a hook other than
     the logging hooks overrides ``on_llm_end`` (a guardrail), so a blocked answer is never spoken."""
     vision_prompt: str = "Describe what you see, briefly and factually, for someone who cannot see it."
+    stt_timeout_s: float | None = Field(default=DEFAULT_STT_S, ge=0)
+    """Deadline of one transcription, retries included (``None`` or 0: none). See :mod:`llmrtc.deadlines`."""
+    llm_first_token_timeout_s: float | None = Field(default=DEFAULT_LLM_FIRST_TOKEN_S, ge=0)
+    """Deadline of the LLM's first streamed piece (or of a whole non-streamed completion)."""
+    llm_idle_timeout_s: float | None = Field(default=DEFAULT_LLM_IDLE_S, ge=0)
+    """Deadline of each later streamed piece of the LLM."""
+    tts_first_byte_timeout_s: float | None = Field(default=DEFAULT_TTS_FIRST_BYTE_S, ge=0)
+    """Deadline of a sentence's first audio (and of every later gap in it)."""
+    turn_budget_s: float | None = Field(default=DEFAULT_TURN_BUDGET_S, ge=0)
+    """From a turn's start to its first audio (first text when not spoken), whatever runs in between."""
 
 
 __all__ = ["DEFAULT_SYSTEM_PROMPT", "ConversationProviders", "OrchestratorConfig"]

@@ -23,6 +23,7 @@ from typing import Protocol
 from pydantic import ValidationError
 
 from llmrtc.chunking import Chunker, SentenceChunker, as_chunker
+from llmrtc.deadlines import Deadlines
 from llmrtc.errors import ConfigError, GuardrailError, LLMRTCError
 from llmrtc.events import ErrorEvent, TTSAudioEvent, TTSStartEvent
 from llmrtc.hooks import HookRunner, Stopwatch
@@ -98,6 +99,8 @@ class StreamingSpeaker:
     def say(self, text: str, round_no: int) -> None:
         """Queue ``text`` for synthesis (blank text, or anything after a failure, is ignored)."""
         if text.strip() and not self.failed:
+            if not self._turn.first_audio:
+                self._turn.step = "tts"  # the first audio now waits on the TTS
             self._queue.put_nowait((text.strip(), round_no))
 
     async def finish(self) -> None:
@@ -195,6 +198,11 @@ class SpeechPipeline:
         self.metrics = safe_metrics(metrics)
         self.chunker = chunker
 
+    @property
+    def deadlines(self) -> Deadlines:
+        """The step deadlines the settings give (:mod:`llmrtc.deadlines`), read when used."""
+        return Deadlines.from_settings(self.settings)
+
     def hold_output(self) -> bool:
         """Whether a round's text and audio wait for ``on_llm_end`` (set, or: a guardrail hook is present)."""
         if self.settings.hold_output_for_guardrail is not None:
@@ -223,7 +231,12 @@ class SpeechPipeline:
         if not turn.speak or tts is None:
             return None
         return StreamingSpeaker(
-            turn, tts, emitter, config=self.settings.tts, hooks=self.hooks, metrics=self.metrics
+            turn,
+            self.deadlines.tts(tts),
+            emitter,
+            config=self.settings.tts,
+            hooks=self.hooks,
+            metrics=self.metrics,
         )
 
     async def fail(
@@ -248,7 +261,7 @@ class SpeechPipeline:
         await self.hooks.call("on_stt_start", ctx, audio)
         watch = Stopwatch()
         try:
-            result = await stt.transcribe(audio, self.settings.stt)
+            result = await self.deadlines.stt(stt).transcribe(audio, self.settings.stt)
         except asyncio.CancelledError:
             raise
         except Exception as exc:

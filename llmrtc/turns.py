@@ -80,6 +80,10 @@ class SpeechTurn:
     spoken_override: str | None = None
     producer: asyncio.Task[None] | None = None
     first_audio: bool = False
+    step: str = "llm"
+    """The step the turn waits on for its first output (``llm``, ``tool``, ``tts``): named when the turn
+    budget runs out."""
+    budget_expired: bool = False
     message: Message | None = None
     playout: Playout | None = None
 

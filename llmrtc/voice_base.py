@@ -32,7 +32,7 @@ from collections.abc import AsyncGenerator, Callable, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 from llmrtc.chunking import Chunker
-from llmrtc.errors import ConfigError
+from llmrtc.errors import ConfigError, ProviderTimeoutError
 from llmrtc.events import ErrorEvent, TranscriptEvent, TTSAudioEvent, TurnCompleteEvent, TurnEvent
 from llmrtc.hooks import HookContext, HookRunner, Stopwatch
 from llmrtc.metrics import MetricNames, MetricsAdapter, safe_metrics
@@ -274,6 +274,7 @@ class VoiceOrchestratorBase(ABC, Generic[TurnT]):
         )
         self._active[tid] = turn
         queue: asyncio.Queue[QueueItem] = asyncio.Queue()
+        watchdog: asyncio.TimerHandle | None = None
         self.metrics.increment(MetricNames.TURNS)
         await self.hooks.call("on_turn_start", turn.ctx)
         try:
@@ -293,6 +294,9 @@ class VoiceOrchestratorBase(ABC, Generic[TurnT]):
             turn.producer = asyncio.create_task(
                 self._run_producer(turn, message, queue), name=f"{self._producer_name}-{tid}"
             )
+            budget = self.speech.deadlines.turn_budget_s
+            if budget:
+                watchdog = asyncio.get_running_loop().call_later(budget, self._budget_expired, turn)
             while True:
                 event = await queue.get()
                 if isinstance(event, EndOfTurn) or turn.interrupted:
@@ -303,10 +307,18 @@ class VoiceOrchestratorBase(ABC, Generic[TurnT]):
                     turn.outcome = "error"
                 turn.consumed(event)
                 yield event
+            if turn.budget_expired:
+                turn.outcome = "error"
+                late = ProviderTimeoutError(
+                    f"no {'audio' if turn.speak else 'answer'} within the turn budget of {budget:g} s"
+                )
+                raise await self.speech.fail(turn, late, turn.step)
         except TurnFailed as failed:
             turn.outcome = "error"
             yield ErrorEvent(tid, failed.error, failed.component)
         finally:
+            if watchdog is not None:
+                watchdog.cancel()
             producer = turn.producer
             if producer is not None and not producer.done():
                 if turn.outcome == "running":
@@ -320,6 +332,17 @@ class VoiceOrchestratorBase(ABC, Generic[TurnT]):
             timing = turn.watch.timing()
             self.metrics.timing(MetricNames.TURN_DURATION, timing.duration_ms, {"outcome": turn.outcome})
             await self.hooks.call("on_turn_end", turn.ctx.child(metadata={"outcome": turn.outcome}), timing)
+
+    def _budget_expired(self, turn: TurnT) -> None:
+        """The turn budget ran out: stop a turn that has not started its output (nothing was heard)."""
+        started = turn.first_audio if turn.speak else bool(turn.shown)
+        producer = turn.producer
+        if started or producer is None or producer.done() or turn.interrupted:
+            return
+        self._logger.warning("turn budget exhausted waiting on %s (%s)", turn.step, turn.ctx.ids())
+        turn.budget_expired = True
+        self._note_heard(turn)  # nothing was heard: the engine records the question and no answer
+        producer.cancel()
 
     async def _run_producer(self, turn: TurnT, message: Message, queue: asyncio.Queue[QueueItem]) -> None:
         playout = turn.playout

@@ -51,6 +51,7 @@ from contextlib import aclosing, asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+from llmrtc.deadlines import NO_DEADLINES, Deadlines
 from llmrtc.errors import ConfigError, GuardrailError, LLMRTCError, PlaybookError, ProviderError
 from llmrtc.events import (
     ErrorEvent,
@@ -155,6 +156,7 @@ class PlaybookOrchestrator:
         metrics: MetricsAdapter | None = None,
         session_id: str | None = None,
         speaker_labels: str = "name",
+        deadlines: Deadlines | None = None,
     ) -> None:
         if max_tool_calls_per_turn < 0:
             raise ValueError("max_tool_calls_per_turn must be >= 0")
@@ -193,6 +195,8 @@ class PlaybookOrchestrator:
         self.history_limit = history_limit
         self.max_stored_messages = max_stored_messages
         self.speaker_labels = speaker_labels
+        self.deadlines = deadlines or NO_DEADLINES
+        """LLM deadlines (:mod:`llmrtc.deadlines`): a missed one fails the turn with ``ProviderTimeoutError``."""
         self._history: list[Message] = []
         self._answers: OrderedDict[str, Message] = OrderedDict()
         self._tails: OrderedDict[str, Message] = OrderedDict()
@@ -571,7 +575,7 @@ class PlaybookOrchestrator:
         await self.hooks.call("on_llm_start", ctx, request)
         watch = Stopwatch()
         try:
-            result = await self.llm.complete(request)
+            result = await self.deadlines.llm(self.llm).complete(request)
         except ProviderError as exc:
             self.metrics.increment(MetricNames.ERRORS, 1, {"component": "llm", "code": exc.code})
             await self.hooks.call("on_llm_error", ctx, exc)
@@ -593,7 +597,7 @@ class PlaybookOrchestrator:
         index = 0
         first = True
         try:
-            chunks = self.llm.stream(request)
+            chunks = self.deadlines.llm(self.llm).stream(request)
             async with _closing(chunks):
                 async for chunk in chunks:
                     if first:

@@ -35,11 +35,13 @@ from typing import Any
 
 from llmrtc.chunking import Chunker
 from llmrtc.conversation import ConversationProviders, OrchestratorConfig
+from llmrtc.deadlines import Deadlines
 from llmrtc.events import (
     ErrorEvent,
     LLMChunkEvent,
     LLMFinalEvent,
     ToolCallEvent,
+    ToolResultEvent,
     TTSCompleteEvent,
 )
 from llmrtc.metrics import MetricNames, MetricsAdapter
@@ -112,6 +114,7 @@ class VoicePlaybookOrchestrator(VoiceOrchestratorBase[SpeechTurn]):
             playbook_hooks=playbook_hooks,
             metrics=metrics,
             session_id=self.session_id,
+            deadlines=Deadlines.from_settings(self._config),
         )
         self.providers = providers
 
@@ -167,7 +170,13 @@ class VoicePlaybookOrchestrator(VoiceOrchestratorBase[SpeechTurn]):
         self.playbook_orchestrator.interrupt(turn.id, turn.spoken_text())
 
     def _settle(self, turn: SpeechTurn) -> None:
-        """After barge-in the answer keeps only what was heard (or shown, when nothing is spoken)."""
+        """After barge-in the answer keeps only what was heard (or shown, when nothing is spoken); after a
+        failure, what was heard of the answer before it (the engine recorded the question without it)."""
+        if turn.outcome == "error" and turn.speak:
+            heard = turn.spoken_text()
+            if heard:
+                self.playbook_orchestrator.interrupt(turn.id, heard)
+            return
         if turn.outcome == "running" or (turn.outcome == "completed" and turn.interrupted):
             turn.outcome = "interrupted"
             self.metrics.increment(MetricNames.INTERRUPTIONS)
@@ -205,6 +214,13 @@ class VoicePlaybookOrchestrator(VoiceOrchestratorBase[SpeechTurn]):
                     turn.interrupted = True
                     self._note_heard(turn)
                     raise asyncio.CancelledError
+            if speaker is not None and speaker.failed:
+                # the TTS failed (its error event went out): only what was played is the answer, and the
+                # turn ends in that error, without a tts_complete
+                turn.outcome = "error"
+                turn.interrupted = True
+                self._note_heard(turn)
+                raise asyncio.CancelledError
             if speaker is not None and speaker.started:
                 emitter.emit(TTSCompleteEvent(turn.id))
 
@@ -222,6 +238,8 @@ class VoicePlaybookOrchestrator(VoiceOrchestratorBase[SpeechTurn]):
                         for piece in chunker.push(event.content):
                             speaker.say(piece, round_no)
                 elif isinstance(event, ToolCallEvent):
+                    if turn.step != "tts":
+                        turn.step = "tool"
                     if not in_tools:  # the round before these calls passed its guardrail
                         in_tools = True
                         close_round()
@@ -236,8 +254,12 @@ class VoicePlaybookOrchestrator(VoiceOrchestratorBase[SpeechTurn]):
                     emitter.emit(event)
                 elif isinstance(event, ErrorEvent):
                     emitter.drop(round_no)
+                    if turn.playout is not None:
+                        turn.playout.stop()  # the turn failed: what was played so far is what was heard
                     emitter.emit(event)
                 else:
+                    if isinstance(event, ToolResultEvent) and turn.step == "tool":
+                        turn.step = "llm"
                     emitter.emit(event)
 
 

@@ -500,7 +500,7 @@ async def test_hooks_and_metrics_fire_for_every_stage() -> None:
     assert metrics.counter(MetricNames.TURNS) == 1 and metrics.counter(MetricNames.TOOL_CALLS) == 1
 
 
-async def test_tts_failure_is_reported_and_the_answer_still_recorded() -> None:
+async def test_tts_failure_is_reported_and_only_the_spoken_part_recorded() -> None:
     o = orch(ScriptedLLM(["Fine start here. Then BROKEN part."]), tts=FakeTTS(fail_on="BROKEN"))
     metrics = InMemoryMetrics()
     o.metrics.inner = metrics
@@ -509,7 +509,11 @@ async def test_tts_failure_is_reported_and_the_answer_still_recorded() -> None:
     assert (
         len(errors) == 1 and errors[0].component == "tts" and isinstance(errors[0].error, ProviderServerError)
     )
-    assert out.completed and o.history[-1].content == "Fine start here. Then BROKEN part."
+    # issue 16: the history keeps what was spoken, not the whole answer; no tts_complete after the error
+    assert not out.completed
+    assert not any(isinstance(e, TTSCompleteEvent) for e in out.events)
+    assert o.history[-2].content == "go"
+    assert o.history[-1].content == "Fine start here." and o.history[-1].interrupted
     assert metrics.counter(MetricNames.ERRORS, {"component": "tts"}) == 1
 
 

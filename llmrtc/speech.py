@@ -169,7 +169,23 @@ class StreamingSpeaker:
             await aclose_quietly(stream)
         timing = watch.timing()
         metrics.timing(MetricNames.TTS_DURATION, timing.duration_ms, {"provider": self._tts.name})
+        metrics.increment(MetricNames.TTS_CHARACTERS, len(text), {"provider": self._tts.name})
+        turn.tts_characters += len(text)
         await hooks.call("on_tts_end", ctx, timing)
+
+
+def wav_seconds(wav: bytes) -> float:
+    """The duration of a WAV file's audio (0 when it cannot be read)."""
+    import io
+    import wave
+
+    try:
+        with wave.open(io.BytesIO(wav)) as reader:
+            frames: int = reader.getnframes()
+            rate: int = reader.getframerate()
+        return frames / float(rate or 1)
+    except (wave.Error, EOFError, ValueError):
+        return 0.0
 
 
 class SpeechPipeline:
@@ -268,6 +284,9 @@ class SpeechPipeline:
             raise await self.fail(turn, exc, "stt", stt.name) from exc
         timing = watch.timing()
         self.metrics.timing(MetricNames.STT_DURATION, timing.duration_ms, {"provider": stt.name})
+        seconds = wav_seconds(audio)
+        if seconds:
+            self.metrics.increment(MetricNames.STT_AUDIO_SECONDS, seconds, {"provider": stt.name})
         await self.hooks.call("on_stt_end", ctx, result, timing)
         return result
 

@@ -86,6 +86,8 @@ class SpeechTurn:
     budget_expired: bool = False
     message: Message | None = None
     playout: Playout | None = None
+    tts_characters: int = 0
+    """Characters synthesized for this turn (usage)."""
 
     def consumed(self, event: TurnEvent) -> None:
         """Record that ``event`` was delivered to the consumer."""

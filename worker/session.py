@@ -163,6 +163,8 @@ class Utterance:
     source: Literal["speech", "text", "greeting"] = "speech"
     at: float = field(default_factory=time.monotonic)
     """When the utterance ended (end of speech, or when the text arrived)."""
+    audio_s: float = 0.0
+    """Seconds of speech transcribed for it (usage)."""
 
 
 @dataclass
@@ -173,6 +175,21 @@ class _Participant:
     transcribing: int = 0
     joined: Stopwatch = field(default_factory=Stopwatch)
     speech_started: float = 0.0
+    pieces: list[asyncio.Task[str]] = field(default_factory=list)
+    """Transcriptions of the pieces of a long utterance cut by ``VAD_MAX_UTTERANCE_S`` while the person
+    went on talking: held until the utterance really ends, then answered as one turn."""
+    piece_timer: asyncio.TimerHandle | None = None
+    held_ms: int = 0
+
+    def drop_pieces(self) -> None:
+        """Forget held pieces (the person left, or the session closes)."""
+        if self.piece_timer is not None:
+            self.piece_timer.cancel()
+            self.piece_timer = None
+        for piece in self.pieces:
+            piece.cancel()
+        self.pieces = []
+        self.held_ms = 0
 
 
 @dataclass
@@ -260,6 +277,7 @@ class RoomSession:
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
         for p in list(self._participants.values()):
+            p.drop_pieces()
             if p.listener is not None:
                 await p.listener.aclose()
         self._participants.clear()
@@ -293,6 +311,7 @@ class RoomSession:
         if state is None:
             return
         log.info("participant left", extra={"room": self._room_name, "participant": identity})
+        state.drop_pieces()
         self._spawn(self._hook("on_disconnect", identity, state.joined.timing()), "llmrtc-hook")
         if state.listener is not None:
             self._spawn(state.listener.aclose(), "llmrtc-listener-close")
@@ -394,6 +413,11 @@ class RoomSession:
         state = self._participants.get(identity)
         if state is None or self._closed:
             return
+        if state.piece_timer is not None:
+            state.piece_timer.cancel()
+            state.piece_timer = None
+        if state.speaking and state.pieces:
+            return  # the same utterance goes on after a length cut: nothing new started
         state.speaking = True
         state.speech_started = time.monotonic()
         self._room.send(SpeechStartMsg(participant_identity=identity))
@@ -424,41 +448,102 @@ class RoomSession:
         barge.timer = asyncio.create_task(self._barge_in_timer(barge), name="llmrtc-barge-in")
         self._barge = barge
 
-    def on_speech_end(self, identity: str, pcm16k: bytes) -> None:
+    def on_speech_end(self, identity: str, pcm16k: bytes, split: bool = False) -> None:
+        """An utterance ended; ``split``: it was cut at the maximum utterance length, the person may go on.
+
+        A cut piece is transcribed at once (its transcript is shown) but starts no turn: the pieces are held
+        and answered as one turn when the utterance really ends (a silence of ``VAD_MIN_SILENCE_MS``), so a
+        long monologue is never answered mid-sentence, and the speaker's own continued speech never barges in
+        on an answer to its first half.
+        """
         state = self._participants.get(identity)
         if state is None or self._closed:
             return
+        if state.piece_timer is not None:
+            state.piece_timer.cancel()
+            state.piece_timer = None
+        if split:
+            state.transcribing += 1
+            state.held_ms += len(pcm16k) * 1000 // 32000
+            state.pieces.append(asyncio.ensure_future(self._transcribe_piece(state, pcm16k)))
+            # if the cut fell on the last words, no speech start follows: the held pieces end the utterance
+            wait_s = self.settings.vad_min_silence_ms / 1000 + 0.3
+            state.piece_timer = asyncio.get_running_loop().call_later(
+                wait_s, self._end_held_utterance, identity
+            )
+            return
+        self._end_utterance(state, pcm16k)
+
+    def _end_held_utterance(self, identity: str) -> None:
+        state = self._participants.get(identity)
+        if state is None or self._closed or not state.pieces:
+            return
+        state.piece_timer = None
+        self._end_utterance(state, b"")
+
+    def _end_utterance(self, state: _Participant, pcm16k: bytes) -> None:
+        identity = state.info.identity
+        pieces, state.pieces = state.pieces, []
         state.speaking = False
-        duration_ms = len(pcm16k) * 1000 // 32000
+        duration_ms = len(pcm16k) * 1000 // 32000 + state.held_ms
+        state.held_ms = 0
         ended = time.monotonic()
         self._room.send(SpeechEndMsg(participant_identity=identity, duration_ms=duration_ms))
         self._spawn(self._hook("on_speech_end", identity, float(duration_ms)), "llmrtc-hook")
         state.transcribing += 1
-        self._spawn(self._transcribe(state, pcm16k, ended), f"llmrtc-stt-{identity}")
+        self._spawn(self._transcribe(state, pcm16k, ended, pieces), f"llmrtc-stt-{identity}")
 
-    async def _transcribe(self, state: _Participant, pcm16k: bytes, ended: float) -> None:
-        identity = state.info.identity
-        text = ""
-        segment = new_id("seg")
+    async def _stt(self, state: _Participant, pcm16k: bytes, segment: str) -> str:
+        """One piece of speech as text ("" when it failed: the room was told)."""
         try:
             result = await self._conv.transcribe(
                 pcm16_to_wav(pcm16k, 16000), speaker=state.info.name, utterance_id=segment
             )
-            text = result.text.strip()
+            return result.text.strip()
         except LLMRTCError as exc:
-            extra = {"room": self._room_name, "participant": identity}
+            extra = {"room": self._room_name, "participant": state.info.identity}
             # tell the speaker (and the room) that their words were lost, so they can say them again
             self._room.send(error_message(exc, "stt", extra=extra))
+            return ""
+
+    async def _transcribe_piece(self, state: _Participant, pcm16k: bytes) -> str:
+        segment = new_id("seg")
+        try:
+            text = await self._stt(state, pcm16k, segment)
         finally:
             state.transcribing -= 1
+        if text and state.info.identity in self._participants:
+            self._publish_transcript(state.info, text, "speech", segment)
+        return text
+
+    async def _transcribe(
+        self,
+        state: _Participant,
+        pcm16k: bytes,
+        ended: float,
+        pieces: list[asyncio.Task[str]] | None = None,
+    ) -> None:
+        identity = state.info.identity
+        segment = new_id("seg")
+        try:
+            text = await self._stt(state, pcm16k, segment) if pcm16k else ""
+        finally:
+            state.transcribing -= 1
+        held = [
+            t for t in await asyncio.gather(*(pieces or []), return_exceptions=True) if isinstance(t, str)
+        ]
+        if text and identity in self._participants:
+            self._publish_transcript(state.info, text, "speech", segment)
+        text = " ".join(t for t in [*held, text] if t)
         barge = self._barge
         if barge is not None and barge.identity == identity:
             self._resolve_barge_in(confirmed=bool(text))
         if not text or identity not in self._participants:
             return
-        self._publish_transcript(state.info, text, "speech", segment)
         if self.floor.takes_floor(state.info, text):
-            self._enqueue(Utterance(identity, state.info.name, text, "speech", at=ended))
+            self._enqueue(
+                Utterance(identity, state.info.name, text, "speech", at=ended, audio_s=len(pcm16k) / 32000)
+            )
         else:
             log.info("not addressed to the agent", extra={"room": self._room_name, "participant": identity})
 
@@ -600,6 +685,7 @@ class RoomSession:
         segment = new_id("agent")
         playout = turn.playout
         completed = False
+        usage: dict[str, float] | None = None
         try:
             events: AsyncIterator[TurnEvent]
             if first.source == "greeting":
@@ -615,7 +701,9 @@ class RoomSession:
                 )
             try:
                 async for event in events:
-                    completed = completed or isinstance(event, TurnCompleteEvent)
+                    if isinstance(event, TurnCompleteEvent):
+                        completed = True
+                        usage = _usage(event, batch)
                     self._on_turn_event(turn, event, segment)
             finally:
                 closer = getattr(events, "aclose", None)
@@ -626,7 +714,7 @@ class RoomSession:
             if completed and not turn.failed:
                 if playout.started:
                     self._room.send(TTSCompleteMsg(turn_id=tid))
-                self._room.send(TurnEndMsg(turn_id=tid, outcome="completed"))
+                self._room.send(TurnEndMsg(turn_id=tid, outcome="completed", usage=usage))
                 log.info("turn complete", extra=extra)
             else:
                 if not turn.failed:  # the stream ended without an answer and without an error event
@@ -719,6 +807,18 @@ class RoomSession:
                     event.error, event.component or "worker", turn_id=tid, extra={"room": self._room_name}
                 )
             )
+
+
+def _usage(event: TurnCompleteEvent, batch: list[Utterance]) -> dict[str, float]:
+    """What a completed turn consumed: LLM tokens and TTS characters (from the pipeline), STT seconds."""
+    reported = event.metadata.get("usage")
+    usage = (
+        {k: float(v) for k, v in reported.items() if isinstance(v, int | float)}
+        if isinstance(reported, dict)
+        else {}
+    )
+    usage["stt_audio_s"] = round(sum(u.audio_s for u in batch), 3)
+    return usage
 
 
 async def _maybe_await(value: object) -> None:

@@ -34,6 +34,12 @@ when it was complete, or, when cancelled while streaming, as what was streamed s
 :meth:`interrupt` says was spoken) marked ``interrupted``. Turns that end early are not counted and evaluate no
 transitions: the stage does not change on half a turn.
 
+**Images.** A tool whose result is a :class:`~llmrtc.vision.ToolImage` (the ``look`` tool) gets its text in
+the ``tool`` message and its images in one user message after the round's tool messages
+(:func:`~llmrtc.vision.tool_messages`). Images serve only the turn that has them: when a turn is recorded
+(completed or cut), every attachment, the user's own included, is replaced by a short note
+(:func:`~llmrtc.vision.forget_images`), so history never keeps image bytes.
+
 **Running tools and interruption.** Each tool's ``ToolDefinition.interruption`` decides what cancellation
 does to a running call: ``"cancel"`` (default) cancels it, its result is lost and the call is left out of the
 history; ``"finish"`` lets it complete (the cancellation waits for it) and its result is recorded. Use
@@ -82,6 +88,7 @@ from llmrtc.types import (
     Usage,
     VisionAttachment,
 )
+from llmrtc.vision import forget_images, tool_messages
 
 log = logging.getLogger("llmrtc.playbooks")
 
@@ -130,7 +137,7 @@ class PlaybookOrchestrator:
 
     ``registry`` holds the tools the playbook names; ``executor`` (optional) runs them (default: a
     :class:`~llmrtc.tools.ToolExecutor` on ``registry`` with ``tool_timeout_s``). ``history_limit`` is how
-    many past messages the LLM sees (0: all; tool exchanges are never split); ``max_stored_messages`` how
+    many past messages the LLM sees (0: none; tool exchanges are never split); ``max_stored_messages`` how
     many are kept in memory. ``max_tool_calls_per_turn`` and ``max_tool_rounds`` bound the tool loop (after
     the last round the LLM is asked once more without tools). ``speaker_labels="prefix"`` sends
     ``"[Alice] ..."`` instead of the message's ``name``. ``hooks`` are :class:`~llmrtc.hooks.Hooks` (LLM and
@@ -202,6 +209,8 @@ class PlaybookOrchestrator:
         self._tails: OrderedDict[str, Message] = OrderedDict()
         self._spoken: dict[str, str] = {}
         self._running: str | None = None
+        self._discarded: set[str] = set()
+        self._tool_gates: dict[str, Callable[[], Awaitable[None]]] = {}
         self._results: dict[str, PlaybookTurnResult] = {}
         self._lock = asyncio.Lock()
 
@@ -288,6 +297,25 @@ class PlaybookOrchestrator:
             self._answers[turn_id] = answer
         return True
 
+    def discard(self, turn_id: str) -> bool:
+        """Preemptive generation: the running turn ``turn_id`` is about to be cancelled before anything of it
+        was heard (the user went on speaking); when it ends, nothing of it is recorded, not even the user's
+        message. A turn not started yet is discarded when it runs; a finished one cannot be. Returns whether
+        ``turn_id`` is running."""
+        if turn_id in self._tails:
+            return False
+        self._discarded.add(turn_id)
+        return turn_id == self._running
+
+    def gate_tools(self, turn_id: str, wait: Callable[[], Awaitable[None]] | None) -> None:
+        """Preemptive generation: tool calls of turn ``turn_id`` that are not ``side_effect_free`` await
+        ``wait()`` (the turn being confirmed) before they run; ``None`` removes the gate. Set it before the
+        turn starts; it is forgotten when the turn ends."""
+        if wait is None:
+            self._tool_gates.pop(turn_id, None)
+        else:
+            self._tool_gates[turn_id] = wait
+
     def _rewrite_answer(self, turn_id: str, spoken_text: str | None) -> None:
         answer = self._answers[turn_id]
         for i, msg in enumerate(self._history):
@@ -367,6 +395,7 @@ class PlaybookOrchestrator:
                 yield ErrorEvent(turn_id, error, "playbook")
             finally:
                 self._running = None
+                self._tool_gates.pop(turn_id, None)
                 if not turn.committed:
                     # cancelled (barge-in, or the consumer stopped): keep what completed, nothing half-done
                     log.info("playbook turn cancelled in phase %d", turn.phase, extra=self._log_ids(turn_id))
@@ -455,6 +484,10 @@ class PlaybookOrchestrator:
                 "transitioned": result.transitioned,
                 "tool_calls": len(turn.calls),
                 "phase1_timed_out": turn.phase1_timed_out,
+                "usage": {
+                    "llm_input_tokens": turn.usage.input_tokens if turn.usage else 0,
+                    "llm_output_tokens": turn.usage.output_tokens if turn.usage else 0,
+                },
             },
         )
 
@@ -477,6 +510,7 @@ class PlaybookOrchestrator:
                 async with asyncio.timeout_at(deadline):
                     result = await self._complete(request, turn.turn_id)
                 turn.usage = _add_usage(turn.usage, result.usage)
+                self._count_usage(result.usage)
                 if not result.tool_calls:
                     break
                 for call in self._calls_to_run(turn, result.tool_calls):
@@ -524,6 +558,7 @@ class PlaybookOrchestrator:
                         yield item
             assert result is not None
             turn.usage = _add_usage(turn.usage, result.usage)
+            self._count_usage(result.usage)
             if can_call and result.tool_calls and tools_available:
                 turn.rounds += 1
                 for call in self._calls_to_run(turn, result.tool_calls):
@@ -544,7 +579,7 @@ class PlaybookOrchestrator:
     # ------------------------------------------------------------------------------------------ LLM calls
 
     def _request(self, turn: _Turn, choice: ToolChoice, *, with_tools: bool) -> LLMRequest:
-        past = window(self._history, self.history_limit) if self.history_limit else list(self._history)
+        past = window(self._history, self.history_limit)
         messages = [*past, turn.user, *turn.exchange]
         if self.speaker_labels == "prefix":
             messages = [
@@ -634,6 +669,16 @@ class PlaybookOrchestrator:
         await self.hooks.llm_end(ctx, result, watch.timing())
         yield result
 
+    def _count_usage(self, usage: Usage | None) -> None:
+        """LLM tokens as metrics (``llmrtc.llm.tokens``, by direction), as each call reports them."""
+        if usage is None:
+            return
+        tags = {"provider": self.llm.name}
+        if usage.input_tokens:
+            self.metrics.increment(MetricNames.LLM_TOKENS, usage.input_tokens, {**tags, "direction": "input"})
+        if usage.output_tokens:
+            self.metrics.increment(MetricNames.LLM_TOKENS, usage.output_tokens, {**tags, "direction": "output"})
+
     # ------------------------------------------------------------------------------------------ tools
 
     def _calls_to_run(self, turn: _Turn, calls: list[ToolCallRequest]) -> list[ToolCallRequest]:
@@ -680,10 +725,13 @@ class PlaybookOrchestrator:
             else:
                 to_execute.append(call)
         try:
+            gate = self._tool_gates.get(turn.turn_id)
+            if gate is not None and not all(self._side_effect_free(c.name) for c in to_execute):
+                # a preemptive reply: calls that change something wait for the confirmed turn
+                await gate()
             if to_execute:
-                context = ToolContext(
-                    self.session_id, turn.turn_id, None, {"stage": self.engine.current_stage.id}
-                )
+                metadata = {"stage": self.engine.current_stage.id, "speaker": turn.user.name}
+                context = ToolContext(self.session_id, turn.turn_id, None, metadata)
                 # on cancellation the executor cancels "cancel" tools and lets "finish" ones complete;
                 # every result that completed reaches record() either way
                 await self.executor.execute(to_execute, context, on_result=record)
@@ -692,14 +740,17 @@ class PlaybookOrchestrator:
             completed = [c for c in calls if c.call_id in done]
             if completed:
                 turn.exchange.append(Message.assistant(text, tool_calls=completed))
-                for call in completed:
-                    result = done[call.call_id]
-                    turn.exchange.append(
-                        Message.tool(result.content_for_llm(), tool_call_id=call.call_id, tool_name=call.name)
-                    )
+                results = [done[call.call_id] for call in completed]
+                # tool messages, then one user message with the images the results carry (ToolImage)
+                turn.exchange.extend(tool_messages(results))
+                for call, result in zip(completed, results, strict=True):
                     turn.calls.append(call)
                     turn.results.append(result)
                     events.append(ToolResultEvent(turn.turn_id, result))
+
+    def _side_effect_free(self, name: str) -> bool:
+        tool = self.registry.get(name)
+        return tool is not None and tool.definition.side_effect_free
 
     def _transition_call(self, turn: _Turn, call: ToolCallRequest) -> ToolResult:
         try:
@@ -733,7 +784,13 @@ class PlaybookOrchestrator:
 
     def _commit(self, turn: _Turn, answer: Message | None) -> None:
         turn.committed = True
-        messages = [turn.user, *turn.exchange]
+        if turn.turn_id in self._discarded:  # a preemptive reply the user talked over: no trace of it
+            self._discarded.discard(turn.turn_id)
+            self._spoken.pop(turn.turn_id, None)
+            log.info("turn discarded: nothing recorded", extra=self._log_ids(turn.turn_id))
+            return
+        # images served this turn's requests; history keeps a short note in their place
+        messages = forget_images([turn.user, *turn.exchange])
         if answer is not None:
             messages.append(answer)
         self._append(messages)

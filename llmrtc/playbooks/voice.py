@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from contextlib import aclosing
 from typing import Any
 
@@ -43,6 +43,7 @@ from llmrtc.events import (
     ToolCallEvent,
     ToolResultEvent,
     TTSCompleteEvent,
+    TurnCompleteEvent,
 )
 from llmrtc.metrics import MetricNames, MetricsAdapter
 from llmrtc.playbooks.engine import PlaybookEngine
@@ -141,6 +142,20 @@ class VoicePlaybookOrchestrator(VoiceOrchestratorBase[SpeechTurn]):
         """Record a note the LLM should know (e.g. "Alice joined the room") as a system message."""
         self.playbook_orchestrator.add_context_note(text)
 
+    def discard(self, turn_id: str) -> bool:
+        """Preemptive generation: the running turn ``turn_id`` is about to be cancelled before any of its
+        audio was heard (the user went on speaking); it records nothing, not even the user's message, and
+        counts as no interruption. Returns whether the turn is running."""
+        turn = self._active.get(turn_id)
+        if turn is not None:
+            turn.outcome = "discarded"
+        return self.playbook_orchestrator.discard(turn_id) or turn is not None
+
+    def gate_tools(self, turn_id: str, wait: Callable[[], Awaitable[None]] | None) -> None:
+        """Preemptive generation: :meth:`PlaybookOrchestrator.gate_tools` (tools with side effects of turn
+        ``turn_id`` wait for ``wait()``, the confirmed turn)."""
+        self.playbook_orchestrator.gate_tools(turn_id, wait)
+
     def reset(self) -> None:
         """Forget the conversation history (the playbook state is kept; see ``engine.reset``)."""
         self.playbook_orchestrator.clear_history()
@@ -221,6 +236,9 @@ class VoicePlaybookOrchestrator(VoiceOrchestratorBase[SpeechTurn]):
                 turn.interrupted = True
                 self._note_heard(turn)
                 raise asyncio.CancelledError
+            if playout is None and speaker is not None and speaker.started:
+                # no playout: the answer counts as heard once the consumer took its last audio event
+                await emitter.queue.join()
             if speaker is not None and speaker.started:
                 emitter.emit(TTSCompleteEvent(turn.id))
 
@@ -257,10 +275,22 @@ class VoicePlaybookOrchestrator(VoiceOrchestratorBase[SpeechTurn]):
                     if turn.playout is not None:
                         turn.playout.stop()  # the turn failed: what was played so far is what was heard
                     emitter.emit(event)
+                elif isinstance(event, TurnCompleteEvent):
+                    emitter.emit(_with_tts_usage(event, turn.tts_characters))
                 else:
                     if isinstance(event, ToolResultEvent) and turn.step == "tool":
                         turn.step = "llm"
                     emitter.emit(event)
+
+
+def _with_tts_usage(event: TurnCompleteEvent, characters: int) -> TurnCompleteEvent:
+    """The engine's turn-complete event with the characters synthesized added to its usage."""
+    metadata = dict(event.metadata)
+    usage = metadata.get("usage")
+    merged: dict[str, object] = dict(usage) if isinstance(usage, dict) else {}
+    merged["tts_characters"] = characters
+    metadata["usage"] = merged
+    return TurnCompleteEvent(event.turn_id, event.text, metadata)
 
 
 __all__ = ["VoicePlaybookOrchestrator"]

@@ -102,7 +102,7 @@ def resolve(args: argparse.Namespace, env: dict[str, str] | None = None) -> Sett
         if not (args.api_key and args.api_secret):
             raise ConfigError("--api-key and --api-secret go together")
         key, secret = args.api_key, args.api_secret
-    elif env.get("LIVEKIT_KEYS"):
+    elif env.get("LIVEKIT_KEYS", "").strip():  # blank means unset
         key, secret = parse_keys(env["LIVEKIT_KEYS"])
     elif args.dev:
         key, secret = DEV_API_KEY, DEV_API_SECRET

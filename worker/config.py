@@ -90,6 +90,8 @@ class WorkerSettings(BaseSettings):
     vad_min_speech_ms: int = Field(default=250, ge=0, le=5000, validation_alias="VAD_MIN_SPEECH_MS")
     vad_min_silence_ms: int = Field(default=600, ge=50, le=10000, validation_alias="VAD_MIN_SILENCE_MS")
     vad_speech_pad_ms: int = Field(default=200, ge=0, le=2000, validation_alias="VAD_SPEECH_PAD_MS")
+    vad_max_utterance_s: float = Field(default=30.0, ge=1.0, le=600.0, validation_alias="VAD_MAX_UTTERANCE_S")
+    """Speech is cut into pieces this long for transcription; the pieces of one utterance make one turn."""
 
     tts_sample_rate: int = Field(default=24000, validation_alias="AGENT_AUDIO_SAMPLE_RATE")
     executor: ExecutorKind = Field(default="thread", validation_alias="WORKER_EXECUTOR")
@@ -101,6 +103,35 @@ class WorkerSettings(BaseSettings):
     """A room's state is kept this long after its last save (a room that comes back within it resumes)."""
     session_delete_on_end: bool = Field(default=False, validation_alias="SESSION_DELETE_ON_END")
     """Delete a room's state when its last human leaves, instead of letting it expire."""
+
+    stt_timeout_s: float | None = Field(default=None, ge=0.0, le=600.0, validation_alias="STT_TIMEOUT_S")
+    """Deadline of one transcription, retries included (unset: 10 s; 0: none). See docs/reliability.md."""
+    llm_first_token_timeout_s: float | None = Field(
+        default=None, ge=0.0, le=600.0, validation_alias="LLM_FIRST_TOKEN_TIMEOUT_S"
+    )
+    """Deadline of the LLM's first token (unset: 8 s; 0: none)."""
+    llm_idle_timeout_s: float | None = Field(
+        default=None, ge=0.0, le=600.0, validation_alias="LLM_IDLE_TIMEOUT_S"
+    )
+    """Deadline of each later LLM token (unset: 8 s; 0: none)."""
+    tts_first_byte_timeout_s: float | None = Field(
+        default=None, ge=0.0, le=600.0, validation_alias="TTS_FIRST_BYTE_TIMEOUT_S"
+    )
+    """Deadline of a sentence's first audio byte, and of every later gap in it (unset: 6 s; 0: none)."""
+    turn_budget_s: float | None = Field(default=None, ge=0.0, le=600.0, validation_alias="TURN_BUDGET_S")
+    """From a turn's start to its first audio, whatever runs in between (unset: 15 s; 0: none)."""
+
+    def deadline_overrides(self) -> dict[str, float | None]:
+        """The deadlines set here, as :class:`~llmrtc.conversation.OrchestratorConfig` fields (0: off)."""
+        names = (
+            "stt_timeout_s",
+            "llm_first_token_timeout_s",
+            "llm_idle_timeout_s",
+            "tts_first_byte_timeout_s",
+            "turn_budget_s",
+        )
+        values = {name: getattr(self, name) for name in names}
+        return {name: (value or None) for name, value in values.items() if value is not None}
 
     metrics_port: int | None = Field(default=None, ge=0, le=65535, validation_alias="METRICS_PORT")
     """Serve ``/metrics``, ``/healthz`` and ``/readyz`` on this port (unset: off; ``0``: an ephemeral port)."""

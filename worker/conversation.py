@@ -185,7 +185,11 @@ def build_conversation(
     conv_providers = ConversationProviders(
         llm=providers.llm, stt=providers.stt, tts=providers.tts, vision=providers.vision
     )
-    config = OrchestratorConfig(system_prompt=settings.system_prompt, history_limit=settings.history_limit)
+    config = OrchestratorConfig(
+        system_prompt=settings.system_prompt,
+        history_limit=settings.history_limit,
+        **settings.deadline_overrides(),
+    )
     if playbook is None:
         playbook = load_room_playbook(settings, registry)
     orchestrator: VoicePlaybookOrchestrator

@@ -30,7 +30,9 @@ class SpeechCallbacks(Protocol):
 
     def on_speech_start(self, identity: str) -> None: ...
 
-    def on_speech_end(self, identity: str, pcm16k: bytes) -> None: ...
+    def on_speech_end(self, identity: str, pcm16k: bytes, split: bool = False) -> None:
+        """``split``: the utterance was cut at ``max_utterance_s`` while the person went on talking."""
+        ...
 
     def on_interruption(self, identity: str) -> None: ...
 
@@ -42,6 +44,7 @@ def segmenter_config(settings: WorkerSettings) -> SegmenterConfig:
         max_silence_ms=settings.vad_min_silence_ms,
         pre_roll_ms=settings.vad_speech_pad_ms,
         post_roll_ms=min(settings.vad_speech_pad_ms, settings.vad_min_silence_ms),
+        max_utterance_s=settings.vad_max_utterance_s,
     )
 
 
@@ -104,7 +107,7 @@ class ParticipantListener:
                     if isinstance(event, SpeechStart):
                         self._callbacks.on_speech_start(self.identity)
                     elif isinstance(event, SpeechEnd):
-                        self._callbacks.on_speech_end(self.identity, event.pcm)
+                        self._callbacks.on_speech_end(self.identity, event.pcm, split=event.split)
                     elif isinstance(event, Interruption):
                         self._callbacks.on_interruption(self.identity)
                 except Exception:

@@ -6,6 +6,13 @@ background whenever :meth:`RoomPersistence.changed` is called: after each comple
 and after each context note (:class:`PersistentConversation` calls it). Saves are coalesced (one at a time,
 always of the latest state), so the turn path never waits on the store.
 
+**The turn in flight.** A turn's question is saved when the turn starts (:meth:`RoomPersistence.begin_turn`),
+with the turn's id in the state's ``metadata["pending_turn"]``, not only when the turn ends: a worker killed
+mid-turn (SIGKILL, a crash) loses the answer but never the question. The worker that restores the room finds
+the pending turn (:attr:`RoomPersistence.lost_turn`) and tells the room that turn ended in an error
+(:meth:`RoomPersistence.lost_turn_events`). What it cannot know: whatever the dead worker did after its last
+save (a partly spoken answer is not in the history; the question is).
+
 Failures never end the job: a :class:`~llmrtc.errors.SessionConflictError` means another worker took the
 room over (its save was newer), so this job stops saving; any other
 :class:`~llmrtc.errors.SessionStoreError` is logged and the next change tries again.
@@ -16,15 +23,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from llmrtc.errors import LLMRTCError, SessionConflictError, SessionStoreError
 from llmrtc.events import TurnEvent
 from llmrtc.hooks import HookRunner
 from llmrtc.playout import Playout
+from llmrtc.providers.base import STTProvider
 from llmrtc.sessions import SessionState, SessionStore
-from llmrtc.types import STTResult, VisionAttachment
+from llmrtc.types import Message, STTResult, VisionAttachment
+from worker.protocol import ErrorMsg, ServerEvent, TurnEndMsg
 from worker.session import Conversation
 
 log = logging.getLogger("llmrtc.worker.persistence")
@@ -57,6 +66,9 @@ class RoomPersistence:
         """False once another worker saved the room (this job then stops saving)."""
         self.saves = 0
         """Successful saves so far (for logs and tests)."""
+        self._pending: _PendingTurn | None = None
+        self.lost_turn: dict[str, Any] | None = None
+        """The turn a previous worker was running when it stopped without ending it (from :meth:`restore`)."""
 
     @property
     def version(self) -> int:
@@ -80,6 +92,14 @@ class RoomPersistence:
                 stored = None
             if stored is not None:
                 restored = self._apply(stored)
+                lost = stored.metadata.get("pending_turn")
+                if isinstance(lost, dict) and isinstance(lost.get("turn_id"), str):
+                    self.lost_turn = lost
+                    log.warning(
+                        "the previous worker stopped during turn %s: its question is kept, its answer lost",
+                        lost["turn_id"],
+                        extra=self._extra,
+                    )
                 self._state.version = stored.version  # saves build on the stored version either way
             self._task = asyncio.create_task(self._saver(), name=f"llmrtc-session-save-{self._room}")
         return restored
@@ -106,6 +126,39 @@ class RoomPersistence:
             extra=self._extra,
         )
         return True
+
+    def begin_turn(self, turn_id: str, text: str, speaker: str | None) -> None:
+        """A turn starts: save its question now (with the turn id), so a killed worker does not lose it."""
+        history = self._orch.history
+        self._pending = _PendingTurn(
+            turn_id, Message.user(text, name=speaker), history[-1] if history else None
+        )
+        self.changed()
+
+    def end_turn(self, turn_id: str) -> None:
+        """The turn ended (the pipeline recorded it): save the recorded state."""
+        if self._pending is not None and self._pending.turn_id == turn_id:
+            self._pending = None
+        self.changed()
+
+    def lost_turn_events(self) -> list[ServerEvent]:
+        """The ``error`` and ``turn_end`` that end the turn a previous worker left open (empty: none)."""
+        lost = self.lost_turn
+        if lost is None:
+            return []
+        self.lost_turn = None
+        self.changed()  # the next save no longer carries the pending turn
+        turn_id = str(lost["turn_id"])
+        return [
+            ErrorMsg(
+                code="turn_lost",
+                message="The agent restarted before it could answer. Please say it again.",
+                turn_id=turn_id,
+                component="worker",
+                retryable=True,
+            ),
+            TurnEndMsg(turn_id=turn_id, outcome="error", reason="worker_restarted"),
+        ]
 
     def changed(self) -> None:
         """The conversation changed: save it soon (never blocks, never raises)."""
@@ -155,12 +208,16 @@ class RoomPersistence:
         state = self._state
         try:
             state.history = self._orch.history
+            pending = self._pending
+            state.metadata = dict(self._metadata)
+            if pending is not None and not pending.recorded_in(state.history):
+                state.history = [*state.history, pending.message]
+                state.metadata["pending_turn"] = {"turn_id": pending.turn_id}
             if hasattr(self._orch, "snapshot"):
                 try:
                     state.playbook = self._orch.snapshot()
                 except LLMRTCError as exc:
                     log.warning("playbook state not saved: %s", exc.code, extra=self._extra)
-            state.metadata = dict(self._metadata)
             # shielded: a save that reached the store must update our version, or the next one conflicts
             await asyncio.shield(self._store.save(state))
             self.saves += 1
@@ -176,6 +233,25 @@ class RoomPersistence:
             log.warning("session save failed: %s (the conversation goes on)", exc.code, extra=self._extra)
         except Exception:
             log.exception("session save crashed (the conversation goes on)", extra=self._extra)
+
+
+class _PendingTurn:
+    """The question of the turn running now, until the pipeline records it."""
+
+    def __init__(self, turn_id: str, message: Message, after: Message | None) -> None:
+        self.turn_id = turn_id
+        self.message = message
+        self._after = after
+
+    def recorded_in(self, history: list[Message]) -> bool:
+        """Whether the pipeline already recorded the question (after the message that was last at the start)."""
+        start = next((i + 1 for i, m in enumerate(history) if m is self._after), None)
+        if start is None:
+            start = 0 if self._after is None else max(0, len(history) - 8)
+        return any(
+            m.role == "user" and m.content == self.message.content and m.name == self.message.name
+            for m in history[start:]
+        )
 
 
 class PersistentConversation:
@@ -196,7 +272,9 @@ class PersistentConversation:
     async def transcribe(self, wav: bytes, *, speaker: str | None, utterance_id: str) -> STTResult:
         return await self._inner.transcribe(wav, speaker=speaker, utterance_id=utterance_id)
 
-    async def _saving(self, events: AsyncIterator[TurnEvent]) -> AsyncIterator[TurnEvent]:
+    async def _saving(
+        self, events: AsyncIterator[TurnEvent], turn_id: str | None = None
+    ) -> AsyncIterator[TurnEvent]:
         try:
             async for event in events:
                 yield event
@@ -204,7 +282,11 @@ class PersistentConversation:
             closer = getattr(events, "aclose", None)
             if closer is not None:
                 await closer()
-            self._persistence.changed()  # completed, failed or cut: the pipeline recorded what was heard
+            # completed, failed or cut: the pipeline recorded the question and what was heard
+            if turn_id is not None:
+                self._persistence.end_turn(turn_id)
+            else:
+                self._persistence.changed()
 
     def run_text_turn(
         self,
@@ -215,10 +297,12 @@ class PersistentConversation:
         playout: Playout | None = None,
         attachments: list[VisionAttachment] | None = None,
     ) -> AsyncIterator[TurnEvent]:
+        self._persistence.begin_turn(turn_id, text, speaker)
         return self._saving(
             self._inner.run_text_turn(
                 text, speaker=speaker, turn_id=turn_id, playout=playout, attachments=attachments
-            )
+            ),
+            turn_id,
         )
 
     def say(self, text: str, *, turn_id: str, playout: Playout | None = None) -> AsyncIterator[TurnEvent]:
@@ -227,6 +311,15 @@ class PersistentConversation:
     async def add_context_note(self, note: str) -> None:
         await self._inner.add_context_note(note)
         self._persistence.changed()
+
+    def discard(self, turn_id: str) -> None:
+        self._inner.discard(turn_id)
+
+    def gate_tools(self, turn_id: str, wait: Callable[[], Awaitable[None]] | None) -> None:
+        self._inner.gate_tools(turn_id, wait)
+
+    def streaming_stt(self, interval_s: float) -> STTProvider:
+        return self._inner.streaming_stt(interval_s)
 
 
 __all__ = ["PersistentConversation", "RoomPersistence"]

@@ -130,6 +130,8 @@ async def entrypoint(ctx: JobContext) -> None:
         session.start()
         for event in persistence.lost_turn_events():  # a turn the previous worker never ended
             room_io.send(event)
+        for event in persistence.lost_turn_events():  # a turn the previous worker never ended
+            room_io.send(event)
         empty = asyncio.ensure_future(session.wait_empty())
         waiters = [empty, asyncio.ensure_future(disconnected.wait())]
         try:

@@ -92,6 +92,15 @@ async def test_provider_down_and_worker_restart(browser: Any, stack: Stack) -> N
             await wait_answer(page, "First answer, from the first worker.")
         await desk.wait_for_selector("#agent[data-state='listening']", timeout=30_000)
 
+        # Chat from another LiveKit app (LiveKit's own lk.chat text stream) shows as a typed message; the typed
+        # message above reached the phone twice (worker echo and lk.chat copy) and shows once (checked below).
+        await phone.evaluate(
+            "window.llmrtc.room.localParticipant.sendText('Hi from another app.', {topic: 'lk.chat'})"
+        )
+        chat = desk.locator(".entry[data-role='user']", has_text="Hi from another app.")
+        await chat.wait_for(timeout=10_000)
+        assert "Bo" in await chat.inner_text() and "typed" in await chat.inner_text()
+
         # The provider goes away: a friendly notice (not a raw row, not a toast), the user's words stay,
         # and the pill says the assistant has a problem.
         await in_thread(stack.stop_provider)
@@ -105,7 +114,10 @@ async def test_provider_down_and_worker_restart(browser: Any, stack: Stack) -> N
             assert "All connection attempts failed" not in body and "connection failed" not in body, body
             assert await page.evaluate("document.querySelectorAll('.toast').length") == 0
             users = await page.locator(".entry[data-role='user'] .entry-text").all_inner_texts()
-            assert users == ["Question one.", "Are you there?"], users
+            chat = (
+                ["Hi from another app."] if page is desk else []
+            )  # lk.chat does not come back to its sender
+            assert users == ["Question one.", *chat, "Are you there?"], users
         errors = await desk.evaluate(
             "window.__events.filter((e) => e.name === 'error').map((e) => e.data[0])"
         )

@@ -307,6 +307,7 @@ class VoiceOrchestratorBase(ABC, Generic[TurnT]):
                     turn.outcome = "error"
                 turn.consumed(event)
                 yield event
+                queue.task_done()  # the consumer came back for more: it took this event
             if turn.budget_expired:
                 turn.outcome = "error"
                 late = ProviderTimeoutError(

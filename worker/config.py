@@ -96,6 +96,14 @@ class WorkerSettings(BaseSettings):
     tts_sample_rate: int = Field(default=24000, validation_alias="AGENT_AUDIO_SAMPLE_RATE")
     executor: ExecutorKind = Field(default="thread", validation_alias="WORKER_EXECUTOR")
     """``thread``: many rooms share one process (and one VAD model); ``process``: one process per job."""
+    load_threshold: float = Field(default=0.7, gt=0.0, le=1.0, validation_alias="WORKER_LOAD_THRESHOLD")
+    """At this load (:mod:`worker.load`; 1.0: turns start to be late) LiveKit stops dispatching rooms to the
+    worker and it refuses job offers, in ``dev`` as in ``start``."""
+    worker_processes: int = Field(default=1, ge=1, le=64, validation_alias="WORKER_PROCESSES")
+    """Above 1: a supervisor runs this many worker processes and restarts one that dies
+    (:mod:`worker.supervisor`)."""
+    turn_late_s: float = Field(default=4.0, ge=0.5, le=120.0, validation_alias="TURN_LATE_S")
+    """A turn that starts this long after the speaker stopped gets a ``turn_late`` event first."""
 
     session_store_url: str = Field(default="", validation_alias="SESSION_STORE_URL")
     """Where room conversations are kept: empty or ``memory`` (this process), ``redis://...`` (shared)."""

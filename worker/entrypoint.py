@@ -27,16 +27,19 @@ from livekit.agents import AgentServer, JobContext, JobExecutorType, JobProcess,
 
 from llmrtc.audio.vad import VADEngine, get_shared_engine
 from llmrtc.mcp import MCPToolset
+from llmrtc.metrics import MetricNames
 from llmrtc.sessions import create_session_store
 from worker.agent import Agent, current_agent
 from worker.config import WorkerSettings, load_settings
 from worker.conversation import Providers, build_conversation
 from worker.errors import error_message
 from worker.listeners import ListenerFactory
+from worker.load import load_fnc, watch_loop
 from worker.observability import READINESS, process_metrics, room_closed, room_opened
 from worker.persistence import PersistentConversation, RoomPersistence
 from worker.room import RoomIO
 from worker.session import RoomSession
+from worker.shedding import cannot_serve, refuse_offer, serve_busy
 from worker.store import process_session_store
 
 if TYPE_CHECKING:
@@ -52,9 +55,15 @@ def prewarm(proc: JobProcess) -> None:
 
 
 def make_request_fnc(settings: WorkerSettings) -> Callable[[JobRequest], Awaitable[None]]:
-    """The job request handler: accept every job, joining as ``AGENT_DISPLAY_NAME``."""
+    """The job request handler: accept a job, joining as ``AGENT_DISPLAY_NAME``, unless the worker's load
+    is at ``WORKER_LOAD_THRESHOLD``: then decline it, so LiveKit offers it to another worker."""
 
     async def accept_job(request: JobRequest) -> None:
+        if refuse_offer(settings.load_threshold):
+            log.warning("full: declining job", extra={"room": request.room.name, "job": request.id})
+            process_metrics().increment(MetricNames.WORKER_SHED, 1, {"what": "job"})
+            await request.reject(terminate=False)
+            return
         log.info("accepting job", extra={"room": request.room.name, "job": request.id})
         await request.accept(name=settings.agent_display_name)
 
@@ -74,6 +83,18 @@ async def entrypoint(ctx: JobContext) -> None:
     log.info("joined room", extra=extra)
     room_opened()
     room_io = RoomIO(room, sample_rate=settings.tts_sample_rate)
+    probe = asyncio.create_task(watch_loop(), name="llmrtc-loop-probe")  # this loop's lag -> worker load
+    if cannot_serve():  # turns would be late here: say so and leave (worker/shedding.py)
+        try:
+            rate = settings.tts_sample_rate
+            await serve_busy(room_io, providers.tts, metrics, room=room.name, sample_rate=rate)
+        finally:
+            probe.cancel()
+            await providers.aclose()
+            room_closed(room.name)
+            with contextlib.suppress(Exception):
+                ctx.shutdown(reason="worker busy")
+        return
     room_io.set_agent_state("initializing")
     session: RoomSession | None = None
     mcp: MCPToolset | None = None
@@ -125,6 +146,7 @@ async def entrypoint(ctx: JobContext) -> None:
         room_io.send(error_message(exc, "worker", extra=extra))
         raise
     finally:
+        probe.cancel()
         if session is not None:
             await session.aclose()
         if persistence is not None:
@@ -158,6 +180,8 @@ def server_options(settings: WorkerSettings | None = None) -> WorkerOptions:
         agent_name=settings.agent_name,
         job_executor_type=executor,
         drain_timeout=settings.drain_timeout_s,
+        load_fnc=load_fnc,  # worker/load.py: CPU, loop lag, VAD lag, underruns; 1.0 = turns late
+        load_threshold=settings.load_threshold,  # in dev as in start (livekit's dev default: no limit)
         port=0,  # livekit-agents' own HTTP server: ephemeral (health is METRICS_PORT's /healthz, /readyz)
         **kwargs,
     )

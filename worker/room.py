@@ -11,12 +11,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from livekit import rtc
 
+from worker.load import note_underrun
 from worker.protocol import TOPIC, AgentState, ServerEvent
 
 log = logging.getLogger("llmrtc.worker.room")
@@ -30,6 +32,12 @@ ATTR_FINAL = "lk.transcription_final"
 FRAME_MS = 10
 """Agent audio is captured in 10 ms frames: a clear takes effect within one frame."""
 SILENCE_AFTER_CLEAR_MS = 150
+LISTEN_FRAME_MS = 32
+"""Humans' audio arrives in 32 ms frames (512 samples at 16 kHz: one Silero window each), a third of the
+hand-offs from the native SDK of its default 10 ms frames, for at most 22 ms more before a decision."""
+UNDERRUN_GAP_S = 0.5
+"""A capture finding the track's queue empty within this long of the previous one is an underrun (a gap
+a listener hears mid-answer), reported to :mod:`worker.load`."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +83,9 @@ class AgentAudio:
         self._pending = bytearray()
         self._silence_task: asyncio.Task[None] | None = None
         self._capture_lock = asyncio.Lock()  # the native source takes one capture at a time
+        self._last_capture = 0.0
+        self._streaming = False
+        self.underruns = 0
 
     async def capture(self, pcm: bytes, sample_rate: int) -> None:
         """Queue PCM16 mono for playout (waits while the source's small queue is full)."""
@@ -97,11 +108,25 @@ class AgentAudio:
             chunk = bytes(self._pending) + b"\x00" * (self._frame_bytes - len(self._pending))
             self._pending.clear()
             await self._capture_frame(chunk)
+        self._streaming = False  # the end of an answer: the queue may run dry now
+
+    def _check_underrun(self) -> None:
+        now = time.monotonic()
+        if (
+            self._streaming
+            and now - self._last_capture < UNDERRUN_GAP_S
+            and self._source.queued_duration <= 0.0
+        ):
+            self.underruns += 1
+            note_underrun()
+        self._last_capture = now
+        self._streaming = True
 
     async def _capture_frame(self, chunk: bytes) -> None:
         samples = len(chunk) // 2
         frame = rtc.AudioFrame(chunk, self.sample_rate, 1, samples)
         async with self._capture_lock:
+            self._check_underrun()
             await self._source.capture_frame(frame)
 
     @property
@@ -118,6 +143,7 @@ class AgentAudio:
         dropped = self.queued_s + len(self._pending) / 2 / self.sample_rate
         self._pending.clear()
         self._source.clear_queue()
+        self._streaming = False
         if self._silence_task is None or self._silence_task.done():
             self._silence_task = asyncio.ensure_future(self._send_silence(SILENCE_AFTER_CLEAR_MS))
         return dropped
@@ -139,6 +165,33 @@ class AgentAudio:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._silence_task
         await self._source.aclose()
+
+
+def only_own_frames(stream: rtc.AudioStream) -> None:
+    """Deliver to ``stream`` only its own frames.
+
+    livekit's ``AudioStream`` subscribes to every audio frame of the process and drops other streams' frames
+    on its own event loop: with S streams each frame wakes S loops (S² cross-thread wake-ups in all, the
+    dominant per-room cost of a worker holding many rooms). Narrowing the subscription's filter to the
+    stream's handle, on the SDK's callback thread, makes it one wake-up per frame.
+    """
+    try:
+        from livekit.rtc._ffi_client import FfiClient
+
+        ffi_queue = FfiClient.instance.queue
+        own = stream._ffi_queue
+        handle = stream._ffi_handle.handle
+    except AttributeError:  # another SDK version: its own filtering stays
+        return
+
+    def is_own(event: object) -> bool:
+        ev = event.audio_stream_event  # type: ignore[attr-defined]
+        return bool(event.WhichOneof("message") == "audio_stream_event" and ev.stream_handle == handle)  # type: ignore[attr-defined]
+
+    with ffi_queue._lock:
+        ffi_queue._subscribers = [
+            (q, loop, is_own if q is own else f) for q, loop, f in ffi_queue._subscribers
+        ]
 
 
 class RoomIO:
@@ -214,7 +267,10 @@ class RoomIO:
         if publication.source not in (rtc.TrackSource.SOURCE_MICROPHONE, rtc.TrackSource.SOURCE_UNKNOWN):
             return
         self._stop_stream(participant.identity)
-        stream = rtc.AudioStream(track, sample_rate=LISTEN_RATE, num_channels=1)
+        stream = rtc.AudioStream(
+            track, sample_rate=LISTEN_RATE, num_channels=1, frame_size_ms=LISTEN_FRAME_MS
+        )
+        only_own_frames(stream)
         task = asyncio.create_task(
             self._pump_audio(participant.identity, stream), name=f"llmrtc-audio-{participant.identity}"
         )
@@ -391,4 +447,4 @@ _HANDLERS = {
     "data_received": "_on_data_received",
 }
 
-__all__ = ["AgentAudio", "ParticipantInfo", "RoomHandler", "RoomIO"]
+__all__ = ["AgentAudio", "ParticipantInfo", "RoomHandler", "RoomIO", "only_own_frames"]

@@ -332,6 +332,7 @@ class _Job:
     future: asyncio.Future[list[float]]
     loop: asyncio.AbstractEventLoop
     results: list[float] = field(default_factory=list)
+    submitted: float = field(default_factory=time.monotonic)
 
 
 class BatchScheduler:
@@ -354,6 +355,7 @@ class BatchScheduler:
         self._stopped = False
         self.calls = 0
         self.windows = 0
+        self._max_lag_s = 0.0
         self._thread = threading.Thread(target=self._run, name="llmrtc-vad-batcher", daemon=True)
         self._thread.start()
 
@@ -361,6 +363,13 @@ class BatchScheduler:
     def mean_batch(self) -> float:
         """Average windows per model call so far."""
         return self.windows / self.calls if self.calls else 0.0
+
+    def take_max_lag_ms(self) -> float:
+        """The longest time a submission waited for its results since the last call (then reset), in ms:
+        how far the VAD runs behind the audio it was given."""
+        with self._cond:
+            lag, self._max_lag_s = self._max_lag_s, 0.0
+        return lag * 1000.0
 
     def submit(self, stream: VADStream, windows: npt.NDArray[np.int16]) -> asyncio.Future[list[float]]:
         """Queue ``windows`` of ``stream``; the future resolves to their probabilities, in order."""
@@ -430,6 +439,7 @@ class BatchScheduler:
         self.calls += 1
         self.windows += len(heads)
         done: list[tuple[_Job, list[float] | None, BaseException | None]] = []
+        now = time.monotonic()
         with self._cond:
             for (s, job), p in zip(heads, probs, strict=True):
                 job.results.append(p)
@@ -440,6 +450,7 @@ class BatchScheduler:
                         if not q:
                             del self._queues[s]
                     done.append((job, job.results, None))
+                    self._max_lag_s = max(self._max_lag_s, now - job.submitted)
         _dispatch(done)
 
 

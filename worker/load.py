@@ -1,0 +1,234 @@
+"""The worker's load: one figure, 0..1, from what actually limits it; reported to LiveKit as ``load_fnc``.
+
+Four signals, each scaled so that ``1.0`` is the point where turns start to be late (calibration in
+``docs/worker.md``, measured with ``bench/capacity.py``):
+
+- **CPU**: the process's CPU time over the last :data:`WINDOW_S` seconds, as a share of the cores it may
+  run on (``os.sched_getaffinity``), divided by :data:`CPU_FULL` (the share at which a loaded machine
+  still answers on time; above it the event loops and the VAD thread queue behind each other);
+- **event-loop lag** of the job loops: every job's loop runs a probe (:func:`watch_loop`) that sleeps
+  :data:`PROBE_INTERVAL_S` and records how late it woke; the worst lag in the window over
+  :data:`LOOP_LAG_FULL_MS`;
+- **VAD lag**: the longest wait of a submission to the process's batched Silero engine
+  (:meth:`llmrtc.audio.vad.BatchScheduler.take_max_lag_ms`), over :data:`VAD_LAG_FULL_MS`;
+- **audio underruns** of the agent's tracks (the playout queue ran dry in the middle of an answer: a
+  listener hears a gap; :func:`note_underrun`), per second over :data:`UNDERRUNS_FULL_PER_S`.
+
+The load is the largest of the four (each can be the bottleneck on its own), smoothed over the window, and
+``WORKER_LOAD_THRESHOLD`` (default 0.7) is where the worker reports itself full. :func:`current_load` is
+what livekit-agents calls; it also sets the ``llmrtc_worker_load`` gauge and records
+``llmrtc_vad_lag_ms``. :func:`inject_load` raises the figure by hand (tests, and operators draining load
+off a host).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+
+from llmrtc.metrics import MetricNames, MetricsAdapter
+
+log = logging.getLogger("llmrtc.worker.load")
+
+WINDOW_S = 2.5
+"""Signals are taken over this much recent time (livekit-agents asks for the load every 0.5 s)."""
+CPU_FULL = 0.85
+"""Process CPU share of its usable cores at which the load is 1.0."""
+LOOP_LAG_FULL_MS = 250.0
+"""A job loop waking this late adds as much to the time before a turn's first audio: load 1.0."""
+VAD_LAG_FULL_MS = 200.0
+"""VAD results this late delay every end-of-speech decision by as much: load 1.0."""
+UNDERRUNS_FULL_PER_S = 2.0
+"""Gaps in the agent's audio per second (all rooms) at which the load is 1.0."""
+PROBE_INTERVAL_S = 0.1
+
+
+@dataclass(frozen=True, slots=True)
+class LoadSample:
+    """One reading: the load and the signals it was made of (each already scaled to 1.0 = full)."""
+
+    load: float
+    cpu: float
+    loop_lag: float
+    vad_lag: float
+    underruns: float
+    loop_lag_ms: float
+    vad_lag_ms: float
+
+    def bottleneck(self) -> str:
+        parts = {"cpu": self.cpu, "loop_lag": self.loop_lag, "vad_lag": self.vad_lag, "underruns": self.underruns}
+        return max(parts, key=lambda k: parts[k])
+
+
+def _usable_cores() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+class LoadMonitor:
+    """Collects the signals of one worker process; thread-safe (job loops run on many threads)."""
+
+    def __init__(self, *, window_s: float = WINDOW_S) -> None:
+        self.window_s = window_s
+        self._lock = threading.Lock()
+        self._cores = _usable_cores()
+        self._cpu_points: deque[tuple[float, float]] = deque()
+        self._lags: deque[tuple[float, float]] = deque()
+        self._vad: deque[tuple[float, float]] = deque()
+        self._underruns: deque[float] = deque()
+        self._injected = 0.0
+        self._loads: deque[tuple[float, float]] = deque()
+        self.last: LoadSample | None = None
+
+    # ------------------------------------------------------------------------------------- signals in
+
+    def loop_lag(self, lag_ms: float) -> None:
+        """A job loop's probe woke ``lag_ms`` late."""
+        now = time.monotonic()
+        with self._lock:
+            self._lags.append((now, lag_ms))
+            self._trim(self._lags, now)
+
+    def underrun(self) -> None:
+        """An agent track's playout queue ran dry mid-answer."""
+        now = time.monotonic()
+        with self._lock:
+            self._underruns.append(now)
+            while self._underruns and self._underruns[0] < now - self.window_s:
+                self._underruns.popleft()
+
+    def inject(self, load: float) -> None:
+        """Report at least ``load`` (0 to stop), whatever the signals say."""
+        with self._lock:
+            self._injected = max(0.0, load)
+
+    def _trim(self, points: deque[tuple[float, float]], now: float) -> None:
+        while points and points[0][0] < now - self.window_s:
+            points.popleft()
+
+    # ------------------------------------------------------------------------------------- the figure
+
+    def _cpu_share(self, now: float) -> float:
+        cpu = time.process_time()  # all threads of the process: job loops, VAD thread, the native SDK's
+        self._cpu_points.append((now, cpu))
+        while len(self._cpu_points) > 2 and self._cpu_points[1][0] <= now - self.window_s:
+            self._cpu_points.popleft()
+        t0, c0 = self._cpu_points[0]
+        if now - t0 < 0.2:
+            return 0.0
+        return (cpu - c0) / (now - t0) / self._cores
+
+    def sample(self, vad_lag_ms: float | None = None) -> LoadSample:
+        """Read the signals now (``vad_lag_ms``: the engine's worst lag since the last sample, if known)."""
+        now = time.monotonic()
+        with self._lock:
+            if vad_lag_ms is not None:
+                self._vad.append((now, vad_lag_ms))
+            self._trim(self._vad, now)
+            self._trim(self._lags, now)
+            while self._underruns and self._underruns[0] < now - self.window_s:
+                self._underruns.popleft()
+            cpu_share = self._cpu_share(now)
+            lag_ms = max((v for _, v in self._lags), default=0.0)
+            vad_ms = max((v for _, v in self._vad), default=0.0)
+            underruns_per_s = len(self._underruns) / self.window_s
+            cpu = cpu_share / CPU_FULL
+            loop_lag = lag_ms / LOOP_LAG_FULL_MS
+            vad_lag = vad_ms / VAD_LAG_FULL_MS
+            under = underruns_per_s / UNDERRUNS_FULL_PER_S
+            raw = max(cpu, loop_lag, vad_lag, under, self._injected)
+            # smoothed: the mean of the last readings, so one slow tick does not flip the worker full
+            self._loads.append((now, raw))
+            self._trim(self._loads, now)
+            load = sum(v for _, v in self._loads) / len(self._loads)
+            load = max(load, self._injected)
+            sample = LoadSample(
+                load=min(load, 1.0),
+                cpu=cpu,
+                loop_lag=loop_lag,
+                vad_lag=vad_lag,
+                underruns=under,
+                loop_lag_ms=lag_ms,
+                vad_lag_ms=vad_ms,
+            )
+            self.last = sample
+        return sample
+
+
+_MONITOR = LoadMonitor()
+
+
+def monitor() -> LoadMonitor:
+    """This process's monitor."""
+    return _MONITOR
+
+
+def note_underrun() -> None:
+    """An agent track ran dry mid-answer (called by :class:`worker.room.AgentAudio`)."""
+    _MONITOR.underrun()
+
+
+def inject_load(load: float) -> None:
+    """Report at least ``load`` from now on (``0``: back to the measured figure)."""
+    _MONITOR.inject(load)
+
+
+def current_load(metrics: MetricsAdapter | None = None) -> float:
+    """The load now, 0..1 (livekit-agents' ``load_fnc``); also sets the load gauge and records the VAD lag."""
+    from llmrtc.audio.vad import _shared
+
+    vad_ms: float | None = None
+    for engine in list(_shared.values()):
+        sched = engine._scheduler
+        if sched is not None:
+            vad_ms = max(vad_ms or 0.0, sched.take_max_lag_ms())
+    sample = _MONITOR.sample(vad_ms)
+    if metrics is None:
+        from worker.observability import process_metrics
+
+        metrics = process_metrics()
+    metrics.gauge(MetricNames.WORKER_LOAD, sample.load)
+    if vad_ms is not None:
+        metrics.timing(MetricNames.VAD_LAG, vad_ms)
+    return sample.load
+
+
+def load_fnc() -> float:
+    """livekit-agents' ``load_fnc`` (called every 0.5 s and before each job offer is answered)."""
+    return current_load()
+
+
+async def watch_loop(interval_s: float = PROBE_INTERVAL_S, *, stuck_after_s: float = 5.0) -> None:
+    """Run on a job's event loop until cancelled: report how late the loop wakes (its lag), and log a loop
+    that was blocked for longer than ``stuck_after_s``."""
+    loop = asyncio.get_running_loop()
+    while True:
+        asked = loop.time()
+        await asyncio.sleep(interval_s)
+        lag_s = max(0.0, loop.time() - asked - interval_s)
+        _MONITOR.loop_lag(lag_s * 1000.0)
+        if lag_s > stuck_after_s:
+            log.error("a job's event loop was blocked for %.1f s", lag_s)
+
+
+__all__ = [
+    "CPU_FULL",
+    "LOOP_LAG_FULL_MS",
+    "UNDERRUNS_FULL_PER_S",
+    "VAD_LAG_FULL_MS",
+    "LoadMonitor",
+    "LoadSample",
+    "current_load",
+    "inject_load",
+    "load_fnc",
+    "monitor",
+    "note_underrun",
+    "watch_loop",
+]

@@ -209,6 +209,7 @@ def _tool_from_function(
     execution_policy: ExecutionPolicy,
     timeout_s: float | None,
     interruption: Literal["finish", "cancel"],
+    side_effect_free: bool = False,
 ) -> Tool:
     if not callable(fn):
         raise ToolValidationError(f"a tool handler must be callable, got {type(fn).__name__}")
@@ -227,6 +228,7 @@ def _tool_from_function(
             execution_policy=execution_policy,
             timeout_s=timeout_s,
             interruption=interruption,
+            side_effect_free=side_effect_free,
         )
     except ValidationError as exc:
         raise ToolValidationError(f"invalid tool definition: {_pydantic_message(exc)}") from exc
@@ -260,6 +262,7 @@ def define_tool(
     execution_policy: ExecutionPolicy = "parallel",
     timeout_s: float | None = None,
     interruption: Literal["finish", "cancel"] = "cancel",
+    side_effect_free: bool = False,
 ) -> Callable[[Handler], Tool]: ...
 
 
@@ -274,6 +277,7 @@ def define_tool(
     execution_policy: ExecutionPolicy = "parallel",
     timeout_s: float | None = None,
     interruption: Literal["finish", "cancel"] = "cancel",
+    side_effect_free: bool = False,
 ) -> Tool | Callable[[Handler], Tool]:
     """Make a :class:`Tool`.
 
@@ -282,7 +286,8 @@ def define_tool(
     - ``@define_tool(name=..., description=..., parameters=..., execution_policy=..., timeout_s=...)``.
     - ``define_tool(ToolDefinition(...) or dict, handler)`` as in the reference.
 
-    A handler may take a ``ctx: ToolContext`` parameter; it is not part of the schema.
+    A handler may take a ``ctx: ToolContext`` parameter; it is not part of the schema. ``side_effect_free``:
+    the call changes nothing, so it may run inside a preemptive reply (see :class:`ToolDefinition`).
     """
     options = {
         "name": name,
@@ -291,6 +296,7 @@ def define_tool(
         "execution_policy": execution_policy,
         "timeout_s": timeout_s,
         "interruption": interruption,
+        "side_effect_free": side_effect_free,
     }
     if first is None:
         return lambda fn: _tool_from_function(fn, **options)  # type: ignore[arg-type]

@@ -135,6 +135,9 @@ class ToolDefinition(_Model):
     timeout_s: float | None = Field(default=None, gt=0)
     interruption: Literal["finish", "cancel"] = "cancel"
     """What barge-in does to a running call: let it finish (its result is kept) or cancel it."""
+    side_effect_free: bool = False
+    """The call changes nothing (a lookup): it may run inside a preemptive reply, before the user's turn is
+    confirmed. Other calls of a preemptive reply wait for the confirmed turn."""
 
     @field_validator("name")
     @classmethod

@@ -21,6 +21,7 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
+from llmrtc.audio.turn_detection import TurnDetectionKind
 from llmrtc.errors import ConfigError
 
 FloorPolicy = Literal["everyone", "name", "designated"]
@@ -90,6 +91,28 @@ class WorkerSettings(BaseSettings):
     vad_min_speech_ms: int = Field(default=250, ge=0, le=5000, validation_alias="VAD_MIN_SPEECH_MS")
     vad_min_silence_ms: int = Field(default=600, ge=50, le=10000, validation_alias="VAD_MIN_SILENCE_MS")
     vad_speech_pad_ms: int = Field(default=200, ge=0, le=2000, validation_alias="VAD_SPEECH_PAD_MS")
+
+    turn_detection: TurnDetectionKind = Field(default="vad", validation_alias="TURN_DETECTION")
+    """End of turn (docs/audio.md "End of turn"): ``vad`` (a fixed silence), ``smart-turn`` or ``livekit``."""
+    turn_min_silence_ms: float | None = Field(
+        default=None, gt=0, le=10_000, validation_alias="TURN_MIN_SILENCE_MS"
+    )
+    """Silence when the model says the turn is complete (``vad``: the fixed silence; unset: model default)."""
+    turn_max_silence_ms: float | None = Field(
+        default=None, gt=0, le=10_000, validation_alias="TURN_MAX_SILENCE_MS"
+    )
+    """Silence when the model says the user is mid-thought: the bound (unset: model default)."""
+    turn_complete_threshold: float | None = Field(
+        default=None, ge=0.0, le=1.0, validation_alias="TURN_COMPLETE_THRESHOLD"
+    )
+    """P(complete) that counts as complete (unset: model default)."""
+    interim_transcripts: bool = Field(default=False, validation_alias="INTERIM_TRANSCRIPTS")
+    """Send interim transcripts while people speak (streaming STT, or the batch STT re-run on the growing
+    utterance every ``INTERIM_INTERVAL_MS``: that many more STT requests)."""
+    interim_interval_ms: int = Field(default=600, ge=100, le=10_000, validation_alias="INTERIM_INTERVAL_MS")
+    preemptive_generation: bool = Field(default=False, validation_alias="PREEMPTIVE_GENERATION")
+    """Start the answer when the end of turn is predicted, before the silence is over; cancelled unheard
+    and unrecorded if the person goes on (more LLM requests)."""
     vad_max_utterance_s: float = Field(default=30.0, ge=1.0, le=600.0, validation_alias="VAD_MAX_UTTERANCE_S")
     """Speech is cut into pieces this long for transcription; the pieces of one utterance make one turn."""
 

@@ -12,7 +12,7 @@ played through the same playout, and recorded as the assistant's).
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,6 +32,7 @@ from llmrtc.playbooks.types import Playbook
 from llmrtc.playbooks.voice import VoicePlaybookOrchestrator
 from llmrtc.playout import Playout
 from llmrtc.providers.base import LLMProvider, STTProvider, TTSProvider, VisionProvider
+from llmrtc.stt_interim import InterimSTT
 from llmrtc.tools import ToolRegistry
 from llmrtc.types import LLMResult, STTResult, TTSChunk, VisionAttachment
 from worker.config import WorkerSettings
@@ -94,6 +95,7 @@ class OrchestratorConversation:
     def __init__(self, orchestrator: VoicePlaybookOrchestrator, tts: TTSProvider) -> None:
         self.orchestrator = orchestrator
         self._tts = tts
+        self._interim: InterimSTT | None = None
 
     @property
     def hooks(self) -> HookRunner:
@@ -123,6 +125,26 @@ class OrchestratorConversation:
 
     async def interrupt(self, turn_id: str, spoken_text: str) -> None:
         self.orchestrator.interrupt(turn_id, spoken_text)
+
+    def discard(self, turn_id: str) -> None:
+        """A preemptive reply the user talked over: turn ``turn_id`` records nothing (cancel it next)."""
+        self.orchestrator.discard(turn_id)
+
+    def gate_tools(self, turn_id: str, wait: Callable[[], Awaitable[None]] | None) -> None:
+        """Tools with side effects of turn ``turn_id`` (a preemptive reply) wait for ``wait()``."""
+        self.orchestrator.gate_tools(turn_id, wait)
+
+    def streaming_stt(self, interval_s: float) -> STTProvider:
+        """An STT with interim results: the pipeline's own when it streams them, else the batch STT
+        re-transcribing the growing utterance at most every ``interval_s`` (:class:`InterimSTT`)."""
+        stt = self.orchestrator.providers.stt
+        if stt is None:
+            raise ConfigError("interim transcripts need an STT provider")
+        if stt.capabilities.interim_results:
+            return stt
+        if self._interim is None or self._interim.inner is not stt or self._interim.interval_s != interval_s:
+            self._interim = InterimSTT(stt, interval_s=interval_s)
+        return self._interim
 
     async def add_context_note(self, note: str) -> None:
         self.orchestrator.add_context_note(note)

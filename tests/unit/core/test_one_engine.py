@@ -162,7 +162,7 @@ async def test_barge_in_at_the_first_audio_chunk_changes_no_stage() -> None:
         if isinstance(event, TTSAudioEvent):
             await asyncio.sleep(0.05)  # the producer runs ahead meanwhile: all of the audio is queued
             break  # the listener barged in at the first chunk
-    await stream.aclose()  # type: ignore[attr-defined]
+    await stream.aclose()
     assert not any(isinstance(e, StageChangeEvent) for e in seen)
     assert voice.current_stage.id == "help", "a cut turn changes no stage"
     assert voice.engine.state.turn_count == 0, "a cut turn is not counted"
@@ -354,9 +354,7 @@ class FailingOpenAI:
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
         await site.start()
-        server = site._server
-        assert server is not None
-        self.port = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr,attr-defined]
         return f"http://127.0.0.1:{self.port}/v1"
 
     async def stop(self) -> None:

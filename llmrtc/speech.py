@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import suppress
 from typing import Protocol
 
@@ -26,7 +26,7 @@ from llmrtc.chunking import Chunker, SentenceChunker, as_chunker
 from llmrtc.deadlines import Deadlines
 from llmrtc.errors import ConfigError, GuardrailError, LLMRTCError
 from llmrtc.events import ErrorEvent, TTSAudioEvent, TTSStartEvent
-from llmrtc.hooks import HookRunner, Stopwatch
+from llmrtc.hooks import HookContext, HookRunner, Stopwatch
 from llmrtc.metrics import MetricNames, MetricsAdapter, safe_metrics
 from llmrtc.providers.base import LLMProvider, STTProvider, TTSProvider, VisionProvider
 from llmrtc.turns import SpeechTurn, TurnEmitter, TurnFailed, aclose_quietly, as_error
@@ -71,6 +71,11 @@ class StreamingSpeaker:
     ``last_in_segment``), after one :class:`~llmrtc.events.TTSStartEvent`. A TTS failure is not fatal: it is
     reported, emitted as ``ErrorEvent(component="tts")``, and the rest is not spoken. Pieces of a dropped
     round are skipped. Call :meth:`finish` to wait for the audio, and always :meth:`aclose`.
+
+    A TTS provider with input streaming (``capabilities.input_streaming``: ElevenLabs, Cartesia, Deepgram)
+    is fed the pieces as they come on one stream for the whole turn (its audio is one segment whose text
+    grows; with word timestamps the playout still knows exactly which words were heard), unless a
+    guardrail holds each round's output, which needs the per-sentence path.
     """
 
     def __init__(
@@ -94,7 +99,10 @@ class StreamingSpeaker:
         self.started = False
         """Whether any audio was emitted (then the turn ends its speech with a ``TTSCompleteEvent``)."""
         self.failed = False
-        self._task = asyncio.create_task(self._run(), name=f"tts-{turn.id}")
+        self.input_streaming = tts.capabilities.input_streaming and not emitter.hold
+        """Whether the pieces are fed to one ``speak_text_stream`` (see the class doc)."""
+        runner = self._run_streaming() if self.input_streaming else self._run()
+        self._task = asyncio.create_task(runner, name=f"tts-{turn.id}")
 
     def say(self, text: str, round_no: int) -> None:
         """Queue ``text`` for synthesis (blank text, or anything after a failure, is ignored)."""
@@ -125,6 +133,77 @@ class StreamingSpeaker:
                 continue
             await self._speak(text, round_no)
 
+    async def _run_streaming(self) -> None:
+        """One ``speak_text_stream`` for the turn, fed the pieces as :meth:`say` queues them."""
+        turn, metrics, hooks = self._turn, self._metrics, self._hooks
+        said: list[str] = []
+        round_now = 0
+
+        async def pieces() -> AsyncIterator[str]:
+            nonlocal round_now
+            item: tuple[str, int] | None = first
+            while True:
+                if item is None:
+                    return
+                text, round_no = item
+                if self._emitter.dropped(round_no):
+                    item = await self._queue.get()
+                    continue
+                round_now = round_no
+                said.append(text)
+                yield text + " "
+                item = await self._queue.get()
+
+        first = await self._queue.get()
+        if first is None:
+            return
+        ctx = turn.ctx.child(component="tts")
+        await hooks.call("on_tts_start", ctx, first[0])
+        watch = Stopwatch()
+        stream = self._tts.speak_text_stream(pieces(), self._config)
+        got_audio = False
+        try:
+            async for chunk in stream:
+                if not got_audio:
+                    got_audio = True
+                    metrics.timing(MetricNames.TTS_TTFB, watch.elapsed_ms(), {"provider": self._tts.name})
+                if not self.started:
+                    self.started = True
+                    self._emitter.emit(TTSStartEvent(turn.id), round_now)
+                if not turn.first_audio:
+                    turn.first_audio = True
+                    if turn.playout is None:
+                        metrics.timing(MetricNames.TURN_FIRST_AUDIO, turn.watch.elapsed_ms())
+                await hooks.call("on_tts_chunk", ctx, chunk)
+                self._emitter.emit(TTSAudioEvent(turn.id, chunk, " ".join(said), 0, False), round_now)
+            text = " ".join(said)
+            end = TTSChunk(b"", self._tts.sample_rate)
+            self._emitter.emit(TTSAudioEvent(turn.id, end, text, 0, True), round_now)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            await self._failed(ctx, exc)
+            return
+        finally:
+            await aclose_quietly(stream)
+        timing = watch.timing()
+        metrics.timing(MetricNames.TTS_DURATION, timing.duration_ms, {"provider": self._tts.name})
+        metrics.increment(MetricNames.TTS_CHARACTERS, len(text), {"provider": self._tts.name})
+        turn.tts_characters += len(text)
+        await hooks.call("on_tts_end", ctx, timing)
+
+    async def _failed(self, ctx: HookContext, exc: BaseException) -> None:
+        """A TTS failure: reported, and the rest of the answer is not spoken."""
+        error = as_error(exc, "tts", self._tts.name)
+        self.failed = True
+        log.warning(
+            "tts failed (%s): [%s] %s; the rest of the answer is not spoken", ctx.ids(), error.code, error
+        )
+        self._metrics.increment(MetricNames.ERRORS, 1, {"component": "tts", "code": error.code})
+        await self._hooks.call("on_tts_error", ctx, error)
+        await self._hooks.call("on_error", ctx, error)
+        self._emitter.emit(ErrorEvent(self._turn.id, error, "tts"))
+
     async def _speak(self, text: str, round_no: int) -> None:
         turn, metrics, hooks = self._turn, self._metrics, self._hooks
         segment = self._segment
@@ -148,22 +227,15 @@ class StreamingSpeaker:
                     self._emitter.emit(TTSAudioEvent(turn.id, prev, text, segment, False), round_no)
                 elif not turn.first_audio:
                     turn.first_audio = True
-                    metrics.timing(MetricNames.TURN_FIRST_AUDIO, turn.watch.elapsed_ms())
+                    if turn.playout is None:  # with a playout, the caller measures what is heard
+                        metrics.timing(MetricNames.TURN_FIRST_AUDIO, turn.watch.elapsed_ms())
                 prev = chunk
             if prev is not None:
                 self._emitter.emit(TTSAudioEvent(turn.id, prev, text, segment, True), round_no)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            error = as_error(exc, "tts", self._tts.name)
-            self.failed = True
-            log.warning(
-                "tts failed (%s): [%s] %s; the rest of the answer is not spoken", ctx.ids(), error.code, error
-            )
-            metrics.increment(MetricNames.ERRORS, 1, {"component": "tts", "code": error.code})
-            await hooks.call("on_tts_error", ctx, error)
-            await hooks.call("on_error", ctx, error)
-            self._emitter.emit(ErrorEvent(turn.id, error, "tts"))
+            await self._failed(ctx, exc)
             return
         finally:
             await aclose_quietly(stream)

@@ -54,6 +54,7 @@ from llmrtc.events import (
 from llmrtc.hooks import HookContext, HookRunner, Stopwatch
 from llmrtc.metrics import MetricNames, MetricsAdapter, safe_metrics
 from llmrtc.playout import AudioOut, Playout
+from llmrtc.providers.base import STTProvider
 from llmrtc.types import STTResult, VisionAttachment
 from worker.config import WorkerSettings
 from worker.errors import error_message
@@ -111,6 +112,18 @@ class Conversation(Protocol):
     ) -> AsyncIterator[TurnEvent]: ...
 
     async def add_context_note(self, note: str) -> None: ...
+
+    def discard(self, turn_id: str) -> None:
+        """A preemptive reply the user talked over: turn ``turn_id`` records nothing (it is cancelled next)."""
+        ...
+
+    def gate_tools(self, turn_id: str, wait: Callable[[], Awaitable[None]] | None) -> None:
+        """Tools with side effects of turn ``turn_id`` wait for ``wait()`` (the confirmed turn)."""
+        ...
+
+    def streaming_stt(self, interval_s: float) -> STTProvider:
+        """An STT with interim results (``transcribe_stream``) for the live transcripts."""
+        ...
 
     def say(self, text: str, *, turn_id: str, playout: Playout | None = None) -> AsyncIterator[TurnEvent]:
         """Speak fixed text (the greeting) and record it as the assistant's."""

@@ -47,12 +47,17 @@ class StreamingTTS(TTSProvider):
 class SlowOut:
     """An audio output that plays in real time (so a cut lands mid-answer)."""
 
-    def __init__(self) -> None:
+    def __init__(self, mark_s: float = 0.0) -> None:
         self.played = 0
+        self.mark_s = mark_s
+        self.reached = asyncio.Event()
+        """Set once ``mark_s`` seconds were played."""
 
     async def capture(self, pcm: bytes, sample_rate: int) -> None:
-        self.played += len(pcm)
         await asyncio.sleep(len(pcm) / 2 / sample_rate)
+        self.played += len(pcm)
+        if self.played / 2 / sample_rate >= self.mark_s:
+            self.reached.set()
 
     async def flush(self) -> None:
         return None
@@ -89,15 +94,15 @@ async def test_one_stream_fed_while_the_llm_writes() -> None:
 async def test_a_cut_records_the_words_heard() -> None:
     tts = StreamingTTS()
     orch = ConversationOrchestrator(ConversationProviders(llm=ScriptedLLM([ANSWER]), tts=tts))
-    playout = Playout(SlowOut())
+    out = SlowOut(mark_s=4 * WORD_S + 0.05)  # four words and a bit
+    playout = Playout(out)
 
     async def consume() -> None:
         async for _ in orch.run_text_turn_stream("count", turn_id="t2", playout=playout):
             pass
 
     task = asyncio.create_task(consume())
-    await asyncio.sleep(4 * WORD_S + 0.1)  # four words and a bit played (the output plays in real time)
-    assert 4 * WORD_S <= playout.heard_s < 5 * WORD_S
+    await asyncio.wait_for(out.reached.wait(), 10)
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
     answer = orch.history[-1]

@@ -51,6 +51,17 @@ def run_agent(agent: Agent, args: list[str]) -> int:
 
         return console_main(agent, args[1:])
     wants_help = not args or args[0] in ("-h", "--help", "download-files")
+    if not wants_help and args[0] in ("dev", "start"):
+        try:
+            processes = agent.settings.worker_processes
+        except ConfigError as exc:
+            print(f"llmrtc worker: {exc.message}", file=sys.stderr)
+            return 2
+        if processes > 1:  # N supervised worker processes, each running this command (worker/supervisor.py)
+            from worker.supervisor import supervise
+
+            s = agent.settings
+            return supervise(processes, metrics_port=s.metrics_port, drain_timeout_s=s.drain_timeout_s)
     from worker.entrypoint import check_startup, server_for
     from worker.observability import READINESS, ObservabilityServer
 

@@ -85,7 +85,11 @@ class ParticipantListener:
     def push(self, pcm16k: bytes) -> None:
         if len(self._pending) > MAX_BACKLOG_BYTES:
             log.warning("VAD backlog over 10 s: dropping audio", extra={"participant": self.identity})
+            dropped_s = len(self._pending) / 2 / 16000
             self._pending.clear()
+            tell = getattr(self._callbacks, "on_audio_dropped", None)  # never a silent drop
+            if tell is not None:
+                tell(self.identity, dropped_s)
         self._pending.extend(pcm16k)
         self._wake.set()
 

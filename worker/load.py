@@ -61,7 +61,12 @@ class LoadSample:
     vad_lag_ms: float
 
     def bottleneck(self) -> str:
-        parts = {"cpu": self.cpu, "loop_lag": self.loop_lag, "vad_lag": self.vad_lag, "underruns": self.underruns}
+        parts = {
+            "cpu": self.cpu,
+            "loop_lag": self.loop_lag,
+            "vad_lag": self.vad_lag,
+            "underruns": self.underruns,
+        }
         return max(parts, key=lambda k: parts[k])
 
 

@@ -84,6 +84,7 @@ from worker.protocol import (
     redact_arguments,
 )
 from worker.room import ParticipantInfo
+from worker.shedding import audio_dropped_event, late_turn_event
 
 log = logging.getLogger("llmrtc.worker.session")
 
@@ -372,6 +373,11 @@ class RoomSession:
         state = self._participants.get(identity)
         if state is not None and state.listener is not None:
             state.listener.push(pcm16k)
+
+    def on_audio_dropped(self, identity: str, seconds: float) -> None:
+        """The VAD could not keep up with ``identity``'s audio and dropped ``seconds`` of it: tell them."""
+        self._metrics.increment(MetricNames.WORKER_SHED, 1, {"what": "audio"})
+        self._room.send(audio_dropped_event(seconds), destination=[identity])
 
     def on_data(self, identity: str, payload: bytes) -> None:
         state = self._participants.get(identity)
@@ -694,6 +700,11 @@ class RoomSession:
         log.info("turn started (%s)", first.source, extra=extra)
         speakers = [] if first.source == "greeting" else [u.identity for u in batch]
         self._room.send(TurnStartMsg(turn_id=tid, participant_identities=speakers, source=first.source))
+        waited_s = time.monotonic() - first.at
+        if first.source != "greeting" and waited_s > self.settings.turn_late_s:  # late, and said so
+            log.warning("turn starts %.1f s after the speech ended", waited_s, extra=extra)
+            self._metrics.increment(MetricNames.WORKER_SHED, 1, {"what": "late_turn"})
+            self._room.send(late_turn_event(tid, waited_s))
         self._room.set_agent_state("thinking")
         segment = new_id("agent")
         playout = turn.playout

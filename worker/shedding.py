@@ -57,6 +57,28 @@ def busy_event() -> ErrorMsg:
     return ErrorMsg(code=BUSY_CODE, message=BUSY_MESSAGE, component="worker", retryable=True)
 
 
+def late_turn_event(turn_id: str, waited_s: float) -> ErrorMsg:
+    """A turn starts ``waited_s`` after its speech ended (more than ``TURN_LATE_S``): it is answered, late."""
+    return ErrorMsg(
+        code="turn_late",
+        message=f"Sorry for the wait ({waited_s:.0f} s): the agent is very busy.",
+        turn_id=turn_id,
+        component="worker",
+        retryable=False,
+    )
+
+
+def audio_dropped_event(seconds: float) -> ErrorMsg:
+    """The VAD fell so far behind a speaker's audio that ``seconds`` of it were dropped unheard."""
+    return ErrorMsg(
+        code="audio_dropped",
+        message=f"The agent could not keep up and missed about {seconds:.0f} s of what you said. "
+        "Please say it again.",
+        component="worker",
+        retryable=True,
+    )
+
+
 async def _busy_pcm(tts: TTSProvider, sample_rate: int) -> bytes:
     """The busy line as PCM at ``sample_rate``, synthesized once per process and TTS."""
     key = (type(tts).__qualname__, sample_rate)
@@ -138,8 +160,10 @@ __all__ = [
     "BUSY_MESSAGE",
     "HARD_LOAD",
     "announce_busy",
+    "audio_dropped_event",
     "busy_event",
     "cannot_serve",
+    "late_turn_event",
     "refuse_offer",
     "serve_busy",
 ]

@@ -232,6 +232,10 @@ async def test_desktop_conversation_barge_in_and_heard_text(browser: Any, stack:
         assert await page.is_visible("#rejoin-button") and await page.is_hidden("#controls")
         assert await page.is_disabled("#text-input")
         assert await page.inner_text("#agent-state") == "Not connected"
+        await page.get_by_role("button", name="Change room").click()
+        assert await page.is_visible("#join-view") and await page.is_hidden("#call-view")
+        assert await page.evaluate("document.activeElement.id") == "room-input"
+        assert await page.inner_text("#connection-text") == "Not connected"
     assert problems == [], problems
 
 

@@ -157,7 +157,7 @@ class App {
     this.disposeClient();
     const client = this.createClient(!(rejoin || sameRoom));
     try {
-      const microphone = rejoin ? false : $<HTMLInputElement>('mic-on-join').checked;
+      const microphone = $<HTMLInputElement>('mic-on-join').checked;
       await client.join({ room, name, microphone });
       await client.startAudio().catch(() => undefined);
       this.lastRoom = room;

@@ -166,6 +166,19 @@ class OpenAIFake:
                 await asyncio.sleep(self.chunk_delay_s)
             await resp.write(chunk({"content": piece}))
         await resp.write(chunk({}, "stop"))
+        if (body.get("stream_options") or {}).get("include_usage"):  # as OpenAI: a last chunk, no choices
+            words = sum(len(str(m.get("content") or "").split()) for m in body.get("messages", []))
+            usage = {"prompt_tokens": words, "completion_tokens": len(reply.split())}
+            usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
+            last = {
+                "id": "chatcmpl-fake",
+                "object": "chat.completion.chunk",
+                "created": int(time.time()),
+                "model": model,
+                "choices": [],
+                "usage": usage,
+            }
+            await resp.write(f"data: {json.dumps(last)}\n\n".encode())
         await resp.write(b"data: [DONE]\n\n")
         await resp.write_eof()
         return resp

@@ -58,7 +58,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from llmrtc.deadlines import NO_DEADLINES, Deadlines
-from llmrtc.errors import ConfigError, GuardrailError, LLMRTCError, PlaybookError, ProviderError
+from llmrtc.errors import (
+    ConfigError,
+    GuardrailError,
+    LLMRTCError,
+    PlaybookError,
+    ProviderError,
+    ProviderResponseError,
+)
 from llmrtc.events import (
     ErrorEvent,
     LLMChunkEvent,
@@ -611,10 +618,13 @@ class PlaybookOrchestrator:
         watch = Stopwatch()
         try:
             result = await self.deadlines.llm(self.llm).complete(request)
-        except ProviderError as exc:
+        except Exception as caught:
+            exc = self._provider_failure(caught, turn_id)
             self.metrics.increment(MetricNames.ERRORS, 1, {"component": "llm", "code": exc.code})
             await self.hooks.call("on_llm_error", ctx, exc)
-            raise
+            if exc is caught:
+                raise
+            raise exc from caught
         timing = watch.timing()
         self.metrics.timing(MetricNames.LLM_DURATION, timing.duration_ms, {"provider": self.llm.name})
         await self.hooks.call("on_llm_end", ctx, result, timing)
@@ -654,10 +664,13 @@ class PlaybookOrchestrator:
                         usage = chunk.usage
             if not final_calls and acc:
                 final_calls = acc.calls()
-        except ProviderError as exc:
+        except Exception as caught:
+            exc = self._provider_failure(caught, turn.turn_id)
             self.metrics.increment(MetricNames.ERRORS, 1, {"component": "llm", "code": exc.code})
             await self.hooks.call("on_llm_error", ctx, exc)
-            raise
+            if exc is caught:
+                raise
+            raise exc from caught
         self.metrics.timing(MetricNames.LLM_DURATION, watch.elapsed_ms(), {"provider": self.llm.name})
         if request.tool_choice == "none" and final_calls:
             log.info("ignoring tool calls asked for with tool_choice=none", extra=self._log_ids(turn.turn_id))
@@ -678,6 +691,26 @@ class PlaybookOrchestrator:
             self.metrics.increment(MetricNames.LLM_TOKENS, usage.input_tokens, {**tags, "direction": "input"})
         if usage.output_tokens:
             self.metrics.increment(MetricNames.LLM_TOKENS, usage.output_tokens, {**tags, "direction": "output"})
+
+    def _provider_failure(self, exc: Exception, turn_id: str) -> ProviderError:
+        """``exc`` raised by the LLM call as a :class:`ProviderError`; other llmrtc errors (a guardrail) re-raised.
+
+        A provider that lets a foreign exception out (its SDK could not parse a broken answer) failed to
+        answer: that is a :class:`~llmrtc.errors.ProviderResponseError` of the LLM, not a bug of the turn.
+        """
+        if isinstance(exc, ProviderError):
+            return exc
+        if isinstance(exc, LLMRTCError):
+            raise exc
+        log.warning(
+            "the LLM's answer could not be read: %s: %s",
+            type(exc).__name__,
+            exc,
+            extra=self._log_ids(turn_id),
+        )
+        return ProviderResponseError(
+            f"the LLM's answer could not be read: {type(exc).__name__}: {exc}", provider=self.llm.name
+        )
 
     # ------------------------------------------------------------------------------------------ tools
 

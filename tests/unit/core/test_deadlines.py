@@ -12,7 +12,7 @@ import pytest
 from llmrtc.audio.wav import pcm16_to_wav
 from llmrtc.conversation import ConversationProviders, OrchestratorConfig
 from llmrtc.deadlines import NO_DEADLINES, BoundedLLM, Deadlines
-from llmrtc.errors import ProviderTimeoutError
+from llmrtc.errors import ProviderResponseError, ProviderTimeoutError
 from llmrtc.events import ErrorEvent, TTSCompleteEvent, TurnCompleteEvent
 from llmrtc.orchestrator import ConversationOrchestrator
 from llmrtc.providers.fallback import FallbackLLM, FallbackTTS
@@ -152,3 +152,17 @@ def test_bounded_llm_keeps_the_providers_identity() -> None:
     chain = Deadlines(llm_first_token_s=1.0).llm(FallbackLLM([llm, ScriptedLLM(["y"])]))
     assert isinstance(chain, FallbackLLM)
     assert all(isinstance(p, BoundedLLM) and p.first_token_s == 0.5 for p in chain.providers)
+
+
+async def test_an_llm_answer_its_sdk_cannot_parse_fails_as_a_provider_response_error() -> None:
+    class Garbled(ScriptedLLM):
+        async def stream(self, request):  # type: ignore[no-untyped-def,override]
+            raise ValueError("Expecting value: line 1 column 1 (char 0)")
+            yield  # pragma: no cover
+
+    o = orch(Garbled([]))
+    out = await asyncio.wait_for(o.run_text_turn("hi", speak=False), 5)
+    assert isinstance(out.error, ProviderResponseError)
+    errors = [e for e in out.events if isinstance(e, ErrorEvent)]
+    assert len(errors) == 1 and errors[0].component == "llm"
+    assert o.history[0].content == "hi"

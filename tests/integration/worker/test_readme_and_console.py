@@ -63,7 +63,7 @@ def readme_block(heading: str) -> str:
 
 def _wav_seconds(path: Path) -> float:
     with wave.open(str(path)) as wav:
-        return wav.getnframes() / wav.getframerate()
+        return float(wav.getnframes() / wav.getframerate())
 
 
 def test_the_framework_example_answers_a_spoken_question(fake: OpenAIFake, tmp_path: Path) -> None:

@@ -66,6 +66,8 @@ class WorkerProcess:
     proc: subprocess.Popen[bytes] | None = None
     mode: str = "dev"
     """``dev`` or ``start`` (production mode: drains on SIGTERM)."""
+    module: str = "worker"
+    """The module run with ``python -m`` (an agent script of the tests, e.g. with injected faults)."""
 
     def start(self) -> WorkerProcess:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("LIVEKIT_", "OPENAI_"))}
@@ -74,7 +76,7 @@ class WorkerProcess:
         env["LLMRTC_ENV_FILE"] = str(self.log_path.parent / "no.env")  # hermetic: never a developer's .env
         self._log = self.log_path.open("wb")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "worker", self.mode],
+            [sys.executable, "-m", self.module, self.mode],
             cwd=ROOT,
             env=env,
             stdout=self._log,

@@ -1,0 +1,141 @@
+"""The worker's load figure (worker/load.py), the shedding decisions built on it, and the supervisor."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+
+import pytest
+
+from llmrtc.metrics import PrometheusMetrics
+from worker import load as load_mod
+from worker import shedding
+from worker.load import (
+    LOOP_LAG_FULL_MS,
+    UNDERRUNS_FULL_PER_S,
+    VAD_LAG_FULL_MS,
+    LoadMonitor,
+    current_load,
+    inject_load,
+    watch_loop,
+)
+from worker.supervisor import Supervisor
+
+
+def test_each_signal_is_scaled_so_that_one_means_turns_are_late() -> None:
+    m = LoadMonitor()
+    m.loop_lag(LOOP_LAG_FULL_MS / 2)
+    s = m.sample()
+    assert s.loop_lag == pytest.approx(0.5)
+    assert s.load == pytest.approx(0.5, abs=0.05)
+    assert s.bottleneck() == "loop_lag"
+
+    m = LoadMonitor()
+    s = m.sample(vad_lag_ms=VAD_LAG_FULL_MS * 2)
+    assert s.vad_lag == pytest.approx(2.0)
+    assert s.load == 1.0  # capped: LiveKit's scale ends at 1
+
+    m = LoadMonitor()
+    for _ in range(int(UNDERRUNS_FULL_PER_S * m.window_s)):
+        m.underrun()
+    assert m.sample().underruns == pytest.approx(1.0)
+
+
+def test_signals_expire_after_the_window_and_the_figure_is_smoothed() -> None:
+    m = LoadMonitor(window_s=0.3)
+    m.loop_lag(LOOP_LAG_FULL_MS)
+    assert m.sample().load == pytest.approx(1.0, abs=0.05)
+    time.sleep(0.15)
+    second = m.sample()  # the lag is still in the window
+    assert second.loop_lag == pytest.approx(1.0)
+    time.sleep(0.4)
+    assert m.sample().load < 0.2  # gone
+
+
+def test_cpu_is_the_process_share_of_its_cores() -> None:
+    m = LoadMonitor(window_s=5.0)
+    m.sample()
+    end = time.process_time() + 0.4
+    while time.process_time() < end:
+        pass
+    s = m.sample()
+    assert s.cpu > 0.1
+    assert s.bottleneck() == "cpu"
+
+
+def test_injected_load_is_a_floor_and_drives_shedding() -> None:
+    try:
+        inject_load(0.8)
+        assert current_load(PrometheusMetrics()) >= 0.8
+        assert shedding.refuse_offer(0.7)
+        assert not shedding.cannot_serve()
+        inject_load(1.0)
+        current_load(PrometheusMetrics())
+        assert shedding.cannot_serve()
+    finally:
+        inject_load(0.0)
+    load_mod._MONITOR = LoadMonitor()
+    current_load(PrometheusMetrics())
+    assert not shedding.refuse_offer(0.7)
+
+
+def test_current_load_sets_the_gauge() -> None:
+    metrics = PrometheusMetrics()
+    inject_load(0.5)
+    try:
+        current_load(metrics)
+    finally:
+        inject_load(0.0)
+    text = metrics.render().decode()
+    line = next(ln for ln in text.splitlines() if ln.startswith("llmrtc_worker_load "))
+    assert float(line.split()[1]) >= 0.5
+
+
+async def test_the_loop_probe_sees_a_blocked_loop() -> None:
+    load_mod._MONITOR = LoadMonitor()
+    probe = asyncio.create_task(watch_loop(0.02))
+    await asyncio.sleep(0.05)
+    time.sleep(0.3)  # noqa: ASYNC251 - the point: this loop is blocked
+    await asyncio.sleep(0.05)
+    probe.cancel()
+    sample = load_mod.monitor().sample()
+    assert sample.loop_lag_ms >= 250
+    assert sample.load >= 0.9
+
+
+def test_shed_events_say_what_happened() -> None:
+    busy = shedding.busy_event()
+    assert busy.code == "worker_busy" and busy.retryable
+    late = shedding.late_turn_event("turn_1", 6.2)
+    assert late.code == "turn_late" and late.turn_id == "turn_1" and "6 s" in late.message
+    dropped = shedding.audio_dropped_event(10.4)
+    assert dropped.code == "audio_dropped" and dropped.retryable
+
+
+def test_the_supervisor_restarts_a_dead_worker_and_stops_on_a_config_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("worker.supervisor.BACKOFF_MIN_S", 0.05)
+    sup = Supervisor([sys.executable, "-c", "import time; time.sleep(0.2)"], 2, poll_s=0.02)
+    sup.start()
+    pids = {c.proc.pid for c in sup.children if c.proc is not None}
+    deadline = time.monotonic() + 10
+    while min(c.restarts for c in sup.children) < 1:
+        assert time.monotonic() < deadline
+        assert sup.step() is None
+        time.sleep(0.02)
+    assert {c.proc.pid for c in sup.children if c.proc is not None} - pids  # fresh processes
+    assert sup.child_env(1)["WORKER_PROCESSES"] == "1"
+    sup.stop()
+    sup.wait_all()
+    assert sup.step() == 0
+
+    bad = Supervisor([sys.executable, "-c", "import sys; sys.exit(2)"], 2, poll_s=0.02)
+    assert bad.run() == 2
+
+
+def test_children_get_their_own_metrics_port() -> None:
+    sup = Supervisor(["true"], 3, metrics_port=9100)
+    assert [sup.child_env(i)["METRICS_PORT"] for i in range(3)] == ["9100", "9101", "9102"]
+    assert "METRICS_PORT" not in Supervisor(["true"], 2, env={}).child_env(0)

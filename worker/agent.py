@@ -192,7 +192,12 @@ class Agent:
 
         Blocking (clients build SSL contexts): the worker calls it off the room's event loop.
         """
-        from llmrtc.providers.registry import create_llm_from_env, create_stt_from_env, create_tts_from_env
+        from llmrtc.providers.registry import (
+            create_llm_from_env,
+            create_stt_from_env,
+            create_tts_from_env,
+            create_vision_from_env,
+        )
 
         problems: list[str] = []
 
@@ -216,6 +221,14 @@ class Agent:
         llm = make("llm", self._llm, create_llm_from_env, LLMProvider)
         tts = make("tts", self._tts, create_tts_from_env, TTSProvider)
         vision = self._vision() if self._vision is not None else None
+        if (
+            vision is None
+            and llm is not None
+            and not llm.capabilities.vision
+            and self.settings.vision != "off"
+        ):
+            # the LLM cannot see: the environment's vision provider (VISION_PROVIDER=llava) describes frames
+            vision = make("vision", None, create_vision_from_env, VisionProvider)
         if problems:
             raise ConfigError(
                 "no provider is configured for "

@@ -23,6 +23,7 @@ from pydantic_settings import (
 
 from llmrtc.audio.turn_detection import TurnDetectionKind
 from llmrtc.errors import ConfigError
+from llmrtc.vision import VisionConfig, VisionMode
 
 FloorPolicy = Literal["everyone", "name", "designated"]
 QueuePolicy = Literal["queue", "merge"]
@@ -164,6 +165,29 @@ class WorkerSettings(BaseSettings):
         values = {name: getattr(self, name) for name in names}
         return {name: (value or None) for name, value in values.items() if value is not None}
 
+    vision: VisionMode = Field(default="tool", validation_alias="VISION")
+    """How the agent uses the humans' cameras and screen shares (docs/vision.md): ``off`` (not even
+    subscribed), ``turn`` (each turn carries the speaker's freshest frames) or ``tool`` (a ``look`` tool)."""
+    vision_max_side: int | None = Field(default=None, validation_alias="VISION_MAX_SIDE")
+    vision_fps: float | None = Field(default=None, validation_alias="VISION_FPS")
+    vision_max_frames_per_turn: int | None = Field(
+        default=None, validation_alias="VISION_MAX_FRAMES_PER_TURN"
+    )
+    vision_max_bytes_per_turn: int | None = Field(default=None, validation_alias="VISION_MAX_BYTES_PER_TURN")
+    vision_max_per_minute: int | None = Field(default=None, validation_alias="VISION_MAX_PER_MINUTE")
+    vision_image_format: str | None = Field(default=None, validation_alias="VISION_IMAGE_FORMAT")
+    vision_jpeg_quality: int | None = Field(default=None, validation_alias="VISION_JPEG_QUALITY")
+    vision_max_age_s: float | None = Field(default=None, validation_alias="VISION_MAX_AGE_S")
+
+    def vision_config(self) -> VisionConfig:
+        """The ``VISION*`` settings as a :class:`~llmrtc.vision.VisionConfig` (unset ones: its defaults)."""
+        values = {
+            name: getattr(self, f"vision_{name}")
+            for name in VisionConfig.model_fields
+            if name != "mode" and getattr(self, f"vision_{name}") is not None
+        }
+        return VisionConfig(mode=self.vision, **values)
+
     metrics_port: int | None = Field(default=None, ge=0, le=65535, validation_alias="METRICS_PORT")
     """Serve ``/metrics``, ``/healthz`` and ``/readyz`` on this port (unset: off; ``0``: an ephemeral port)."""
     metrics_host: str = Field(default="0.0.0.0", validation_alias="METRICS_HOST")
@@ -217,6 +241,17 @@ class WorkerSettings(BaseSettings):
         if not value.strip():
             raise ValueError("must not be empty")
         return value.strip()
+
+    @model_validator(mode="after")
+    def _check_vision(self) -> WorkerSettings:
+        try:
+            self.vision_config()
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"VISION_{'.'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in exc.errors()
+            )
+            raise ValueError(f"invalid vision settings: {problems}") from exc
+        return self
 
     @model_validator(mode="after")
     def _check_playbook(self) -> WorkerSettings:

@@ -282,6 +282,45 @@ class VideoFrames:
 
         return stop
 
+    def subscribe(self, room: rtc.Room) -> Callable[[], None]:
+        """Subscribe to the video :meth:`wants` in ``room`` (for a room joined with audio-only
+        auto-subscription): each wanted camera and screen share, now and when published; when a participant
+        disallows vision their video is unsubscribed, and subscribed again when they allow it.
+
+        Use with :meth:`follow`, which reads the subscribed tracks. Returns a function that stops it.
+        """
+
+        def sync(participant: rtc.RemoteParticipant) -> None:
+            for publication in participant.track_publications.values():
+                if publication.kind != rtc.TrackKind.KIND_VIDEO or video_source(publication.source) is None:
+                    continue
+                wanted = self.wants(participant, publication.source)
+                if wanted != publication.subscribed:
+                    publication.set_subscribed(wanted)
+
+        def published(publication: rtc.RemoteTrackPublication, participant: rtc.RemoteParticipant) -> None:
+            if publication.kind == rtc.TrackKind.KIND_VIDEO and self.wants(participant, publication.source):
+                publication.set_subscribed(True)
+
+        def attributes(changed: dict[str, str], participant: rtc.Participant) -> None:
+            if VISION_ATTRIBUTE in changed and isinstance(participant, rtc.RemoteParticipant):
+                sync(participant)
+
+        handlers: dict[str, Callable[..., None]] = {
+            "track_published": published,
+            "participant_attributes_changed": attributes,
+        }
+        for event, handler in handlers.items():
+            room.on(event, handler)  # type: ignore[arg-type]
+        for participant in room.remote_participants.values():
+            sync(participant)
+
+        def stop() -> None:
+            for event, handler in handlers.items():
+                room.off(event, handler)  # type: ignore[arg-type]
+
+        return stop
+
     def tracks(self) -> list[tuple[str, VideoSource]]:
         """``(identity, source)`` of every track being read."""
         return [(t.identity, t.source) for t in self._tracks.values()]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from llmrtc.providers.ollama import model_sees_images
 from llmrtc.providers.openai import OpenAILLMProvider
 from llmrtc.providers.resilience import DEFAULT_CONNECT_TIMEOUT_S, DEFAULT_TIMEOUT_S, RetryPolicy
 
@@ -15,7 +16,11 @@ DEFAULT_LMSTUDIO_MODEL = "local-model"
 
 
 class LMStudioLLMProvider(OpenAILLMProvider):
-    """The model loaded in LM Studio: streaming, tools and (for vision models) images, no key needed."""
+    """The model loaded in LM Studio: streaming, tools and (for vision models) images, no key needed.
+
+    ``vision``: whether the model takes images; unset, guessed from its name
+    (:func:`llmrtc.providers.ollama.model_sees_images`).
+    """
 
     name = "lmstudio"
     max_tokens_field = "max_tokens"
@@ -31,8 +36,10 @@ class LMStudioLLMProvider(OpenAILLMProvider):
         max_retries: int | None = None,
         retry: RetryPolicy | None = None,
         client: AsyncOpenAI | None = None,
+        vision: bool | None = None,
     ) -> None:
         super().__init__(
+            vision=model_sees_images(model) if vision is None else vision,
             api_key=api_key or "lm-studio",
             model=model,
             base_url=base_url,

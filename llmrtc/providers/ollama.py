@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from typing import Any
 
 from llmrtc.errors import ProviderResponseError
@@ -51,6 +52,33 @@ log = logging.getLogger("llmrtc.providers.ollama")
 OLLAMA_BASE_URL = "http://localhost:11434"
 DEFAULT_OLLAMA_MODEL = "llama3.2"
 DEFAULT_LLAVA_MODEL = "llava:7b"
+
+_VISION_MODEL_WORDS = (
+    "llava",
+    "vision",
+    "moondream",
+    "minicpm-v",
+    "gemma3",
+    "llama4",
+    "mistral-small3",
+    "pixtral",
+    "qwen2-vl",
+    "qwen2.5vl",
+    "qwen2.5-vl",
+    "qwen3-vl",
+    "internvl",
+    "-vl",
+    "vl:",
+)
+
+
+def model_sees_images(model: str) -> bool:
+    """Whether a local model (an Ollama or LM Studio name) takes images, guessed from its name: LLaVA and
+    its kin, ``*-vision``, Moondream, MiniCPM-V, Gemma 3, Llama 4, Mistral Small 3.x, Pixtral, Qwen-VL,
+    InternVL. Pass ``vision=`` (``LLM_VISION``) to the provider when the guess is wrong."""
+    name = model.lower()
+    return any(word in name for word in _VISION_MODEL_WORDS)
+
 
 _DONE: dict[str, StopReason] = {"stop": "end_turn", "length": "max_tokens", "load": "end_turn"}
 
@@ -135,7 +163,12 @@ def _usage(data: dict[str, Any]) -> Usage | None:
 
 
 class OllamaLLMProvider(_OllamaClient, LLMProvider):
-    """A model served by Ollama: NDJSON streaming, tools (streamed whole), images for vision models."""
+    """A model served by Ollama: NDJSON streaming, tools (streamed whole), images for vision models.
+
+    ``vision`` says whether the model takes images (``capabilities.vision``); unset, it is guessed from the
+    model's name (:func:`model_sees_images`). A model that cannot see gets images described by the vision
+    provider instead.
+    """
 
     name = "ollama"
     capabilities = LLMCapabilities(streaming=True, tools=True, streaming_tools=True, vision=True)
@@ -152,8 +185,11 @@ class OllamaLLMProvider(_OllamaClient, LLMProvider):
         connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S,
         max_retries: int | None = None,
         retry: RetryPolicy | None = None,
+        vision: bool | None = None,
     ) -> None:
         self.model = model
+        sees = model_sees_images(model) if vision is None else vision
+        self.capabilities = replace(type(self).capabilities, vision=sees)
         self.keep_alive = keep_alive
         self.options = dict(options or {})
         self._setup_http(base_url, api_key, (timeout_s, connect_timeout_s, retry, max_retries))
@@ -302,6 +338,7 @@ __all__ = [
     "OLLAMA_BASE_URL",
     "LlavaVisionProvider",
     "OllamaLLMProvider",
+    "model_sees_images",
     "to_ollama_messages",
     "to_ollama_tools",
 ]

@@ -11,6 +11,7 @@ import json
 import logging
 import re
 from collections.abc import AsyncIterator, Mapping
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from llmrtc.errors import CodecError, ConfigError, ProviderError, ProviderResponseError
@@ -288,7 +289,11 @@ class _OpenAIClient:
 
 
 class OpenAILLMProvider(_OpenAIClient, LLMProvider):
-    """OpenAI chat completions: streaming text, streamed tool calls assembled from deltas, images."""
+    """OpenAI chat completions: streaming text, streamed tool calls assembled from deltas, images.
+
+    ``vision=False`` declares a model that takes no images (``capabilities.vision``): images are then
+    described by the vision provider instead of being sent. Unset: the class's default (True).
+    """
 
     name = "openai"
     capabilities = LLMCapabilities(streaming=True, tools=True, streaming_tools=True, vision=True)
@@ -310,10 +315,13 @@ class OpenAILLMProvider(_OpenAIClient, LLMProvider):
         retry: RetryPolicy | None = None,
         default_headers: Mapping[str, str] | None = None,
         client: AsyncOpenAI | None = None,
+        vision: bool | None = None,
     ) -> None:
         limits = (timeout_s, connect_timeout_s, retry, max_retries)
         self._connect(api_key, base_url, limits, default_headers, client, organization=organization)
         self.model = model
+        if vision is not None:
+            self.capabilities = replace(type(self).capabilities, vision=vision)
 
     def _params(self, request: LLMRequest) -> dict[str, Any]:
         params: dict[str, Any] = {

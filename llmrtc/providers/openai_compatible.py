@@ -28,7 +28,11 @@ def _require_base_url(name: str, base_url: str | None) -> str:
 
 
 class OpenAICompatibleLLMProvider(OpenAILLMProvider):
-    """Chat completions on any OpenAI-compatible server, chosen by ``base_url`` alone."""
+    """Chat completions on any OpenAI-compatible server, chosen by ``base_url`` alone.
+
+    ``vision``: whether the served model takes images (default True: the format carries them; pass False,
+    or ``LLM_VISION=false``, for a text-only model so images are described by the vision provider).
+    """
 
     name = "openai-compatible"
     max_tokens_field = "max_tokens"
@@ -46,9 +50,11 @@ class OpenAICompatibleLLMProvider(OpenAILLMProvider):
         default_headers: Mapping[str, str] | None = None,
         stream_usage: bool = True,
         client: AsyncOpenAI | None = None,
+        vision: bool | None = None,
     ) -> None:
         self.stream_usage = stream_usage
         super().__init__(
+            vision=vision,
             api_key=api_key or NO_KEY,
             model=model,
             base_url=_require_base_url(self.name, base_url) if client is None else base_url,

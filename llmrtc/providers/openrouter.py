@@ -38,6 +38,7 @@ class OpenRouterLLMProvider(OpenAILLMProvider):
         max_retries: int | None = None,
         retry: RetryPolicy | None = None,
         client: AsyncOpenAI | None = None,
+        vision: bool | None = None,
     ) -> None:
         headers: dict[str, str] = {}
         if site_url:
@@ -58,6 +59,7 @@ class OpenRouterLLMProvider(OpenAILLMProvider):
             retry=retry,
             default_headers=headers,
             client=client,
+            vision=vision,
         )
 
 

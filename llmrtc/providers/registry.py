@@ -22,6 +22,7 @@ import json
 import logging
 import os
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from typing import Any, TypeVar
 
 from pydantic import Field, ValidationError, field_validator
@@ -76,6 +77,8 @@ class ProviderSettings(BaseSettings):
     tts_provider: str | None = None
     vision_provider: str | None = None
     local_only: bool = False
+    llm_vision: bool | None = None
+    """Whether the LLM takes images (unset: the provider's default for its model)."""
     # OpenAI (and any OpenAI-compatible endpoint through OPENAI_BASE_URL)
     openai_api_key: str | None = None
     openai_base_url: str | None = None
@@ -407,6 +410,8 @@ def create_llm_from_env(env: Mapping[str, str] | ProviderSettings | None = None)
         from llmrtc.providers.ollama import OllamaLLMProvider
 
         provider = OllamaLLMProvider(**_opt(model=s.ollama_model, base_url=s.ollama_base_url), **_limits(s))
+    if s.llm_vision is not None:  # LLM_VISION: the model does (not) take images, whatever the default
+        provider.capabilities = replace(provider.capabilities, vision=s.llm_vision)
     return _selected("LLM", provider)
 
 

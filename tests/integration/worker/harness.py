@@ -68,6 +68,8 @@ class WorkerProcess:
     """``dev`` or ``start`` (production mode: drains on SIGTERM)."""
     module: str = "worker"
     """The module run with ``python -m`` (an agent script of the tests, e.g. with injected faults)."""
+    script: Path | None = None
+    """An agent script run as ``python SCRIPT MODE`` (as a user runs ``my_agent.py``), instead of the module."""
 
     def start(self) -> WorkerProcess:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("LIVEKIT_", "OPENAI_"))}
@@ -76,7 +78,9 @@ class WorkerProcess:
         env["LLMRTC_ENV_FILE"] = str(self.log_path.parent / "no.env")  # hermetic: never a developer's .env
         self._log = self.log_path.open("wb")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", self.module, self.mode],
+            [sys.executable, str(self.script), self.mode]
+            if self.script is not None
+            else [sys.executable, "-m", self.module, self.mode],
             cwd=ROOT,
             env=env,
             stdout=self._log,

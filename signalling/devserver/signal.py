@@ -449,6 +449,8 @@ class SignalSession:
 
     # requests ----------------------------------------------------------------------------------------
     async def _handle(self, request: rtc.SignalRequest) -> bool:
+        if self._closed:  # shut down (server stopping, replaced): nothing left to negotiate
+            return True
         kind = request.WhichOneof("message")
         if kind == "offer":
             await self._on_offer(request.offer)

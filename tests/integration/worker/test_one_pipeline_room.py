@@ -177,7 +177,7 @@ async def test_two_turns_metrics_and_every_hook_point_in_order(
     assert len(utterances) == 2
     for turn, utterance in zip(turns, utterances, strict=True):
         of_turn = [i for i, h in enumerate(hooks) if h["turn"] == turn]
-        at = {}
+        at: dict[str, list[int]] = {}
         for i in of_turn:
             at.setdefault(hooks[i]["hook"], []).append(i)
         stt = {h["hook"]: i for i, h in enumerate(hooks) if h["turn"] == utterance}
@@ -231,7 +231,8 @@ async def test_barge_in_heard_text_is_what_the_listener_received(
     long_answer = " ".join(f"This is sentence number {n} of a long answer." for n in range(1, 9))
     fake.transcripts.extend(["Tell me a long story.", "Stop, that is enough."])
     fake.replies.extend([long_answer, "Okay, stopping."])
-    alice = await Listener(dev.url, "one-pipeline-barge", "alice-b", "Alice").join()
+    alice = Listener(dev.url, "one-pipeline-barge", "alice-b", "Alice")
+    await alice.join()
     try:
         await _ready(alice)
         n_speech = len(fake.speech_requests)

@@ -35,6 +35,7 @@ BACKOFF_MIN_S = 1.0
 BACKOFF_MAX_S = 30.0
 HEALTHY_AFTER_S = 60.0
 CONFIG_ERROR_STATUS = 2
+PR_SET_PDEATHSIG = 1
 
 
 @dataclass
@@ -69,7 +70,9 @@ class Supervisor:
         return env
 
     def _spawn(self, child: _Child) -> None:
-        child.proc = subprocess.Popen(self.command, env=self.child_env(child.index))
+        child.proc = subprocess.Popen(
+            self.command, env=self.child_env(child.index), preexec_fn=_die_with_parent
+        )
         child.started = time.monotonic()
         log.info("worker process %d started (pid %d)", child.index, child.proc.pid)
 
@@ -158,6 +161,16 @@ class Supervisor:
         finally:
             for s, handler in previous.items():
                 signal.signal(s, handler)
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: SIGTERM it when the supervisor dies (Linux), so no worker is orphaned."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def supervise(count: int, *, metrics_port: int | None, drain_timeout_s: float) -> int:

@@ -155,6 +155,8 @@ class Human:
     heard: list[Heard] = field(default_factory=list)
     jwt: str | None = None
     """A token from elsewhere (the token service); otherwise one is minted with the test keys."""
+    microphone: bool = True
+    """Publish a microphone (silence between utterances); ``False``: typed messages only, no audio out."""
 
     async def join(self) -> Human:
         self.room = rtc.Room()
@@ -169,6 +171,8 @@ class Human:
         jwt = self.jwt or token(self.identity, self.name, self.room_name, self.attributes)
         await self.room.connect(self.url, jwt)
         self.source = rtc.AudioSource(16000, 1, queue_size_ms=100)
+        if not self.microphone:
+            return self
         track = rtc.LocalAudioTrack.create_audio_track("mic", self.source)
         opts = rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_MICROPHONE)
         await self.room.local_participant.publish_track(track, opts)

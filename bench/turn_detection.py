@@ -54,7 +54,9 @@ from llmrtc.audio.turn_detection import (  # noqa: E402
 )
 from llmrtc.audio.vad import VADEngine  # noqa: E402
 from tests.fixtures.turn_corpus import Clip, corpus, load_clip  # noqa: E402
+from worker.eot_livekit import register as register_livekit_eot  # noqa: E402
 
+register_livekit_eot()  # LiveKit's model is the worker's (llmrtc never imports livekit)
 CONFIG = SegmenterConfig(min_speech_ms=250, pre_roll_ms=200, post_roll_ms=200, max_silence_ms=600)
 FRAME = 640
 

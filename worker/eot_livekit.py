@@ -4,9 +4,10 @@ The model judges the last 1.2 s of 16 kHz int16 audio (``EOT.predict``; shorter 
 silence) and returns P(the turn ended). Its native library releases the GIL while it runs.
 
 Licence: the model comes under the LiveKit Model License, which allows its use only together with the
-LiveKit Agents framework (the llmrtc worker runs on it); do not use this detector outside the worker.
-``livekit.local_inference`` is imported when the detector is created, never when llmrtc is imported; it
-imports no other part of livekit.
+LiveKit Agents framework (the llmrtc worker runs on it), so it lives in the worker, not in llmrtc (which
+never imports livekit). :func:`register` makes ``TURN_DETECTION=livekit`` build it
+(:func:`llmrtc.audio.turn_detection.register_detector`); the worker registers it when its listeners load.
+``livekit.local_inference`` is imported when the detector is created; it imports no other part of livekit.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from llmrtc.audio.turn_detection import register_detector
 from llmrtc.errors import AudioError, ConfigError
 
 logger = logging.getLogger(__name__)
@@ -70,3 +72,11 @@ class LiveKitEOTDetector:
     def close(self) -> None:
         """Release this handle (the process-wide model stays loaded)."""
         self._eot.close()
+
+
+def register() -> None:
+    """Make ``create_detector("livekit")`` (``TURN_DETECTION=livekit``) build :class:`LiveKitEOTDetector`."""
+    register_detector("livekit", LiveKitEOTDetector)
+
+
+__all__ = ["LiveKitEOTDetector", "register"]

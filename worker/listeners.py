@@ -18,8 +18,11 @@ from llmrtc.audio.segmenter import SegmenterConfig, SpeechEnd, SpeechStart
 from llmrtc.audio.vad import VADEngine
 from llmrtc.errors import AudioError
 from worker.config import WorkerSettings
+from worker.eot_livekit import register as register_livekit_eot
 
 log = logging.getLogger("llmrtc.worker.listeners")
+
+register_livekit_eot()  # TURN_DETECTION=livekit: LiveKit's model lives in the worker, never in llmrtc
 
 MAX_BACKLOG_BYTES = 16000 * 2 * 10
 """Audio waiting for VAD beyond 10 s is dropped (with a log line): a stuck listener never grows unbounded."""

@@ -7,7 +7,8 @@ complete, ``max_silence_ms`` when the user is mid-thought.
 
 * :class:`EndOfTurnDetector`: the model contract (``predict(pcm16k) -> P(complete)``); implementations are
   :class:`~llmrtc.audio.smart_turn.SmartTurnDetector` (``smart-turn``) and
-  :class:`~llmrtc.audio.eot_livekit.LiveKitEOTDetector` (``livekit``); ``vad`` has no model (fixed silence).
+  ``worker.eot_livekit.LiveKitEOTDetector`` (``livekit``, registered by the worker); ``vad`` has no model
+  (fixed silence).
 * :class:`EndOfTurnRunner`: runs a detector on its own thread, batching the requests of every stream of the
   process into one model call (off the event loop; one runner per detector per process).
 * :class:`TurnSegmenter`: a :class:`~llmrtc.audio.segmenter.Segmenter` whose utterances end after the
@@ -459,18 +460,30 @@ class TurnDetectionSettings(BaseSettings):
         return TurnSegmenter(config, policy=policy, runner=runner, on_event=on_event)
 
 
+_REGISTERED: dict[str, Callable[[], EndOfTurnDetector]] = {}
+
+
+def register_detector(kind: str, factory: Callable[[], EndOfTurnDetector]) -> None:
+    """Make :func:`create_detector` build ``factory()`` for ``kind``: how the worker adds LiveKit's model
+    (``worker.eot_livekit``), which llmrtc itself never imports."""
+    _REGISTERED[kind] = factory
+
+
 def create_detector(kind: TurnDetectionKind) -> EndOfTurnDetector | None:
     """Load the model of ``kind`` (``None`` for ``vad``); raises :class:`ConfigError` if it is not installed."""
     if kind == "vad":
         return None
+    if kind in _REGISTERED:
+        return _REGISTERED[kind]()
     if kind == "smart-turn":
         from llmrtc.audio.smart_turn import SmartTurnDetector
 
         return SmartTurnDetector()
     if kind == "livekit":
-        from llmrtc.audio.eot_livekit import LiveKitEOTDetector
-
-        return LiveKitEOTDetector()
+        raise ConfigError(
+            "TURN_DETECTION=livekit: LiveKit's end-of-turn model runs in the llmrtc worker only (its licence "
+            "allows it only with LiveKit Agents); the worker registers it (worker.eot_livekit.register())"
+        )
     raise ConfigError(f"unknown TURN_DETECTION {kind!r}: use vad, smart-turn or livekit")
 
 
@@ -508,4 +521,5 @@ __all__ = [
     "TurnSegmenter",
     "create_detector",
     "get_shared_runner",
+    "register_detector",
 ]

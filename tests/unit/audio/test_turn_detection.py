@@ -42,6 +42,9 @@ _detectors: dict[str, EndOfTurnDetector] = {}
 def detector(kind: str) -> EndOfTurnDetector:
     if kind == "livekit":
         pytest.importorskip("livekit.local_inference")
+        from worker.eot_livekit import register
+
+        register()  # the worker's detector (llmrtc never imports livekit)
     if kind not in _detectors:
         d = create_detector(kind)  # type: ignore[arg-type]
         assert d is not None
@@ -256,7 +259,7 @@ def test_importing_the_turn_modules_loads_no_livekit_and_no_model() -> None:
     import sys
 
     code = (
-        "import sys, llmrtc.audio.turn_detection, llmrtc.audio.eot_livekit, llmrtc.audio.smart_turn, "
+        "import sys, llmrtc.audio.turn_detection, worker.eot_livekit, llmrtc.audio.smart_turn, "
         "llmrtc.stt_interim, llmrtc.audio.backchannel\n"
         "bad = [m for m in sys.modules if m.split('.')[0] in ('livekit', 'pipecat', 'onnxruntime', 'torch')]\n"
         "assert not bad, bad"

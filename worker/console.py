@@ -141,7 +141,7 @@ class ConsoleRoom:
     def set_agent_state(self, state: AgentState) -> None:
         self.state = state
 
-    def user_transcription(self, identity: str, text: str, segment_id: str) -> None:
+    def user_transcription(self, identity: str, text: str, segment_id: str, final: bool = True) -> None:
         return None
 
     def agent_transcription(self, segment_id: str, delta: str, final: bool = False) -> None:

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 from livekit import agents
 from livekit.agents import AgentServer, JobContext, JobExecutorType, JobProcess, JobRequest, WorkerOptions
 
+from llmrtc.audio.turn_detection import get_shared_runner
 from llmrtc.audio.vad import VADEngine, get_shared_engine
 from llmrtc.mcp import MCPToolset
 from llmrtc.metrics import MetricNames
@@ -49,9 +50,12 @@ log = logging.getLogger("llmrtc.worker")
 
 
 def prewarm(proc: JobProcess) -> None:
-    """Load the VAD model once per worker process (shared by every job of the process)."""
+    """Load the VAD model (and the end-of-turn model) once per worker process, shared by its jobs."""
     proc.userdata["vad"] = get_shared_engine()
     READINESS.vad_loaded = True
+    kind = current_agent().settings.turn_detection
+    if kind != "vad":
+        get_shared_runner(kind)  # the end-of-turn model (TURN_DETECTION), loaded once per process
 
 
 def make_request_fnc(settings: WorkerSettings) -> Callable[[JobRequest], Awaitable[None]]:
@@ -212,6 +216,8 @@ def check_startup(agent: Agent | None = None) -> Providers:
     tools = agent.create_tools()
     build_conversation(settings, providers, tools=tools, playbook=agent.create_playbook(tools))
     asyncio.run(providers.aclose())
+    if settings.turn_detection != "vad":
+        get_shared_runner(settings.turn_detection)  # a missing end-of-turn model fails the start
     if settings.executor == "process":
         # jobs load the model in their own processes; load it here once too, so a broken model fails the
         # start and /readyz means "the model loads" (thread executor: prewarm loads it in this process)

@@ -336,9 +336,10 @@ class RoomIO:
 
         self._enqueue(update)
 
-    def user_transcription(self, identity: str, text: str, segment_id: str) -> None:
-        """A final ``lk.transcription`` of what ``identity`` said, on behalf of their microphone track."""
-        attrs = {ATTR_FINAL: "true", ATTR_SEGMENT_ID: segment_id}
+    def user_transcription(self, identity: str, text: str, segment_id: str, final: bool = True) -> None:
+        """An ``lk.transcription`` of what ``identity`` said, on behalf of their microphone track: interim
+        (``final=False``, each one replacing the previous) or final, all of one utterance with ``segment_id``."""
+        attrs = {ATTR_FINAL: "true" if final else "false", ATTR_SEGMENT_ID: segment_id}
         track_sid = self.track_sid_of(identity)
         if track_sid:
             attrs[ATTR_TRACK_ID] = track_sid

@@ -38,6 +38,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
+from llmrtc.audio.backchannel import is_backchannel
 from llmrtc.audio.wav import pcm16_to_wav
 from llmrtc.errors import LLMRTCError, ProtocolError
 from llmrtc.events import (
@@ -54,6 +55,7 @@ from llmrtc.events import (
 from llmrtc.hooks import HookContext, HookRunner, Stopwatch
 from llmrtc.metrics import MetricNames, MetricsAdapter, safe_metrics
 from llmrtc.playout import AudioOut, Playout
+from llmrtc.providers.base import STTProvider
 from llmrtc.providers.base import STTProvider
 from llmrtc.types import STTResult, VisionAttachment
 from worker.config import WorkerSettings
@@ -84,6 +86,7 @@ from worker.protocol import (
     redact_arguments,
 )
 from worker.room import ParticipantInfo
+from worker.turn_taking import LiveTranscript, Preemptive, Prefetch
 from worker.shedding import audio_dropped_event, late_turn_event
 
 log = logging.getLogger("llmrtc.worker.session")
@@ -126,6 +129,18 @@ class Conversation(Protocol):
         """An STT with interim results (``transcribe_stream``) for the live transcripts."""
         ...
 
+    def discard(self, turn_id: str) -> None:
+        """A preemptive reply the user talked over: turn ``turn_id`` records nothing (it is cancelled next)."""
+        ...
+
+    def gate_tools(self, turn_id: str, wait: Callable[[], Awaitable[None]] | None) -> None:
+        """Tools with side effects of turn ``turn_id`` wait for ``wait()`` (the confirmed turn)."""
+        ...
+
+    def streaming_stt(self, interval_s: float) -> STTProvider:
+        """An STT with interim results (``transcribe_stream``) for the live transcripts."""
+        ...
+
     def say(self, text: str, *, turn_id: str, playout: Playout | None = None) -> AsyncIterator[TurnEvent]:
         """Speak fixed text (the greeting) and record it as the assistant's."""
         ...
@@ -150,7 +165,7 @@ class RoomPort(Protocol):
 
     def set_agent_state(self, state: AgentState) -> None: ...
 
-    def user_transcription(self, identity: str, text: str, segment_id: str) -> None: ...
+    def user_transcription(self, identity: str, text: str, segment_id: str, final: bool = True) -> None: ...
 
     def agent_transcription(self, segment_id: str, delta: str, final: bool = False) -> None: ...
 
@@ -177,6 +192,8 @@ class Utterance:
     source: Literal["speech", "text", "greeting"] = "speech"
     at: float = field(default_factory=time.monotonic)
     """When the utterance ended (end of speech, or when the text arrived)."""
+    preempt: Preemptive | None = None
+    """A preemptive reply: its turn is held until the utterance really ends (:mod:`worker.turn_taking`)."""
     audio_s: float = 0.0
     """Seconds of speech transcribed for it (usage)."""
 
@@ -189,6 +206,10 @@ class _Participant:
     transcribing: int = 0
     joined: Stopwatch = field(default_factory=Stopwatch)
     speech_started: float = 0.0
+    segment: str = ""
+    """The segment id of the utterance in progress (its interim and final transcripts share it)."""
+    live: LiveTranscript | None = None
+    preempt: Preemptive | None = None
     pieces: list[asyncio.Task[str]] = field(default_factory=list)
     """Transcriptions of the pieces of a long utterance cut by ``VAD_MAX_UTTERANCE_S`` while the person
     went on talking: held until the utterance really ends, then answered as one turn."""
@@ -216,6 +237,8 @@ class _Turn:
     cancel_reason: CancelReason = "barge_in"
     cancelled_by: str | None = None
     failed: bool = False
+    preempt: Preemptive | None = None
+    """Set while the turn is a preemptive reply not confirmed yet: held, silent, recorded by nobody."""
 
 
 @dataclass
@@ -286,6 +309,8 @@ class RoomSession:
                 await self._loop_task
         if self._barge is not None and self._barge.timer is not None:
             self._barge.timer.cancel()
+        for p in self._participants.values():
+            _stop_live(p)
         for task in list(self._tasks):
             task.cancel()
         if self._tasks:
@@ -325,6 +350,9 @@ class RoomSession:
         if state is None:
             return
         log.info("participant left", extra={"room": self._room_name, "participant": identity})
+        _stop_live(state)
+        if state.preempt is not None:
+            self._drop_preempt(state.preempt, "the speaker left")
         state.drop_pieces()
         self._spawn(self._hook("on_disconnect", identity, state.joined.timing()), "llmrtc-hook")
         if state.listener is not None:
@@ -439,8 +467,113 @@ class RoomSession:
             return  # the same utterance goes on after a length cut: nothing new started
         state.speaking = True
         state.speech_started = time.monotonic()
+        state.segment = new_id("seg")
         self._room.send(SpeechStartMsg(participant_identity=identity))
         self._spawn(self._hook("on_speech_start", identity), "llmrtc-hook")
+        self._start_live(state)
+
+    # ------------------------------------------------------------------------------------------ turn taking
+
+    def _start_live(self, state: _Participant) -> None:
+        """Interim transcripts of the utterance that just started (``INTERIM_TRANSCRIPTS``)."""
+        _stop_live(state)
+        if not self.settings.interim_transcripts:
+            return
+        try:
+            stt = self._conv.streaming_stt(self.settings.interim_interval_ms / 1000)
+        except LLMRTCError as exc:
+            log.warning("no interim transcripts: %s", exc, extra={"room": self._room_name})
+            return
+        identity, segment = state.info.identity, state.segment
+        state.live = LiveTranscript(
+            stt, functools.partial(self._on_interim, identity, segment), name=identity
+        )
+
+    def on_speech_audio(self, identity: str, pcm16k: bytes) -> None:
+        """Audio of the utterance in progress: fed to its live transcript."""
+        state = self._participants.get(identity)
+        if state is not None and state.live is not None:
+            state.live.feed(pcm16k)
+
+    def _on_interim(self, identity: str, segment: str, text: str) -> None:
+        state = self._participants.get(identity)
+        if state is None or self._closed or state.segment != segment:
+            return  # the utterance is over: its final transcript was (or is being) sent
+        self._publish_transcript(state.info, text, "speech", segment, final=False)
+
+    def on_turn_predicted(self, identity: str, pcm16k: bytes) -> None:
+        """The end-of-turn model expects the turn to end (``PREEMPTIVE_GENERATION``): transcribe what was
+        said so far and, when the agent is free, start the reply now, held until the utterance ends."""
+        state = self._participants.get(identity)
+        if (
+            state is None
+            or self._closed
+            or not self.settings.preemptive_generation
+            or not pcm16k
+            or state.preempt is not None
+            or state.pieces
+            or self._turn is not None
+            or self._queue
+            or self._barge is not None
+        ):
+            return
+        state.segment = state.segment or new_id("seg")
+        stt = asyncio.ensure_future(self._stt(state, pcm16k, state.segment))
+        preempt = Preemptive(identity, state.segment, stt)
+        state.preempt = preempt
+        preempt.stt.add_done_callback(lambda _: self._preempt_transcribed(state, preempt))
+
+    def _preempt_transcribed(self, state: _Participant, preempt: Preemptive) -> None:
+        if preempt.dropped or state.preempt is not preempt or preempt.stt.cancelled():
+            return
+        text = preempt.stt.result() if preempt.stt.exception() is None else ""
+        if (
+            not text
+            or self._closed
+            or self._turn is not None
+            or self._queue
+            or self._barge is not None
+            or not self.floor.takes_floor(state.info, text)
+        ):
+            return
+        preempt.queued = True
+        log.info(
+            "end of turn predicted: preemptive reply started",
+            extra={"room": self._room_name, "participant": state.info.identity},
+        )
+        self._enqueue(Utterance(state.info.identity, state.info.name, text, "speech", preempt=preempt))
+
+    def on_turn_resumed(self, identity: str) -> None:
+        """The person went on after a predicted end: a preemptive reply is dropped unheard."""
+        state = self._participants.get(identity)
+        if state is not None and state.preempt is not None:
+            preempt, state.preempt = state.preempt, None
+            self._drop_preempt(preempt, "the speaker went on")
+
+    def _drop_preempt(self, preempt: Preemptive, why: str) -> None:
+        """Cancel a preemptive reply: no audio was played, its turn records nothing, no message was sent."""
+        if preempt.dropped:
+            return
+        preempt.dropped = True
+        if not preempt.stt.done():
+            preempt.stt.cancel()
+        self._queue = deque(u for u in self._queue if u.preempt is not preempt)
+        turn = self._turn
+        if turn is not None and turn.preempt is preempt and turn.task is not None and not turn.task.done():
+            self._conv.discard(turn.turn_id)
+            turn.task.cancel()
+        if preempt.queued:
+            log.info("preemptive reply dropped: %s", why, extra={"room": self._room_name})
+
+    def _confirm_preempt(self, preempt: Preemptive, ended: float) -> None:
+        """The utterance ended as predicted: the held reply goes ahead (its end of speech is ``ended``)."""
+        turn = self._turn
+        if turn is not None and turn.preempt is preempt:
+            turn.ended_at = ended
+        for utterance in self._queue:
+            if utterance.preempt is preempt:
+                utterance.at = ended
+        preempt.confirmed.set()
 
     def on_interruption(self, identity: str) -> None:
         """Speech met the onset rule while the agent spoke: barge-in."""
@@ -504,13 +637,19 @@ class RoomSession:
         identity = state.info.identity
         pieces, state.pieces = state.pieces, []
         state.speaking = False
+        _stop_live(state)
+        segment, state.segment = state.segment or new_id("seg"), ""
+        preempt, state.preempt = state.preempt, None
         duration_ms = len(pcm16k) * 1000 // 32000 + state.held_ms
         state.held_ms = 0
         ended = time.monotonic()
         self._room.send(SpeechEndMsg(participant_identity=identity, duration_ms=duration_ms))
         self._spawn(self._hook("on_speech_end", identity, float(duration_ms)), "llmrtc-hook")
         state.transcribing += 1
-        self._spawn(self._transcribe(state, pcm16k, ended, pieces), f"llmrtc-stt-{identity}")
+        self._spawn(
+            self._transcribe(state, pcm16k, ended, pieces, segment=segment, preempt=preempt),
+            f"llmrtc-stt-{identity}",
+        )
 
     async def _stt(self, state: _Participant, pcm16k: bytes, segment: str) -> str:
         """One piece of speech as text ("" when it failed: the room was told)."""
@@ -541,11 +680,19 @@ class RoomSession:
         pcm16k: bytes,
         ended: float,
         pieces: list[asyncio.Task[str]] | None = None,
+        *,
+        segment: str | None = None,
+        preempt: Preemptive | None = None,
     ) -> None:
         identity = state.info.identity
-        segment = new_id("seg")
+        segment = segment or new_id("seg")
         try:
-            text = await self._stt(state, pcm16k, segment) if pcm16k else ""
+            text = ""
+            if preempt is not None and not preempt.dropped and pcm16k:
+                # only silence followed the prediction: its transcription is this utterance's
+                text = await _result_or_empty(preempt.stt)
+            if not text:
+                text = await self._stt(state, pcm16k, segment) if pcm16k else ""
         finally:
             state.transcribing -= 1
         held = [
@@ -554,9 +701,20 @@ class RoomSession:
         if text and identity in self._participants:
             self._publish_transcript(state.info, text, "speech", segment)
         text = " ".join(t for t in [*held, text] if t)
+        if preempt is not None:
+            confirmed = text and preempt.queued and not held and not preempt.dropped
+            if confirmed and identity in self._participants:
+                self._confirm_preempt(preempt, ended)
+                return
+            self._drop_preempt(preempt, "the utterance did not end as predicted")
         barge = self._barge
         if barge is not None and barge.identity == identity:
-            self._resolve_barge_in(confirmed=bool(text))
+            # "mm-hm", "yeah" while the agent talks: listening, not interrupting; the answer goes on
+            backchannel = bool(text) and is_backchannel(text, duration_s=len(pcm16k) / 32000 or None)
+            self._resolve_barge_in(confirmed=bool(text) and not backchannel)
+            if backchannel:
+                log.info("backchannel: the agent goes on", extra={"room": self._room_name})
+                return
         if not text or identity not in self._participants:
             return
         if self.floor.takes_floor(state.info, text):
@@ -595,7 +753,13 @@ class RoomSession:
             self._set_agent_speaking(True)
 
     def _publish_transcript(
-        self, info: ParticipantInfo, text: str, source: Literal["speech", "text"], segment: str | None = None
+        self,
+        info: ParticipantInfo,
+        text: str,
+        source: Literal["speech", "text"],
+        segment: str | None = None,
+        *,
+        final: bool = True,
     ) -> None:
         segment = segment or new_id("seg")
         self._room.send(
@@ -603,12 +767,12 @@ class RoomSession:
                 participant_identity=info.identity,
                 participant_name=info.name,
                 text=text,
-                final=True,
+                final=final,
                 source=source,
                 segment_id=segment,
             )
         )
-        self._room.user_transcription(info.identity, text, segment)
+        self._room.user_transcription(info.identity, text, segment, final=final)
 
     async def _note(self, note: str) -> None:
         try:
@@ -663,6 +827,11 @@ class RoomSession:
                 self._room.audio, on_first_audio=functools.partial(self._on_first_audio, turn)
             )
             self._turn = turn
+            held = batch[0].preempt
+            if held is not None and not held.confirmed.is_set():
+                turn.preempt = held
+                turn.playout.pause()  # nothing is heard before the turn is confirmed
+                self._conv.gate_tools(turn_id, held.wait_confirmed)
             turn.task = asyncio.create_task(self._run_turn(turn, batch), name=f"llmrtc-{turn_id}")
             try:
                 await asyncio.wait([turn.task])
@@ -697,6 +866,21 @@ class RoomSession:
         first = batch[0]
         tid = turn.turn_id
         extra = {"room": self._room_name, "turn": tid, "participant": first.identity}
+        early: Prefetch[TurnEvent] | None = None
+        if turn.preempt is not None:
+            # a preemptive reply: the LLM (and TTS, into the paused playout) start now; nothing is sent or
+            # heard until the utterance ends as predicted, and a drop cancels this task right here
+            early = Prefetch(
+                self._conv.run_text_turn(first.text, speaker=first.name, turn_id=tid, playout=turn.playout)
+            )
+            try:
+                await turn.preempt.confirmed.wait()
+            except BaseException:
+                await early.aclose()
+                await turn.playout.aclose()
+                raise
+            turn.preempt = None
+            turn.playout.resume()
         log.info("turn started (%s)", first.source, extra=extra)
         speakers = [] if first.source == "greeting" else [u.identity for u in batch]
         self._room.send(TurnStartMsg(turn_id=tid, participant_identities=speakers, source=first.source))
@@ -720,8 +904,12 @@ class RoomSession:
                     text, speaker = first.text, first.name
                 else:
                     text, speaker = "\n".join(f"{u.name}: {u.text}" for u in batch), None
-                events = self._conv.run_text_turn(
-                    text, speaker=speaker, turn_id=tid, playout=playout, attachments=images or None
+                events = (
+                    early
+                    if early is not None
+                    else self._conv.run_text_turn(
+                        text, speaker=speaker, turn_id=tid, playout=playout, attachments=images or None
+                    )
                 )
             try:
                 async for event in events:
@@ -843,6 +1031,25 @@ def _usage(event: TurnCompleteEvent, batch: list[Utterance]) -> dict[str, float]
     )
     usage["stt_audio_s"] = round(sum(u.audio_s for u in batch), 3)
     return usage
+
+
+def _stop_live(state: _Participant) -> None:
+    """Stop the live transcript of ``state``'s utterance (no interim result is sent after this)."""
+    if state.live is not None:
+        state.live.cancel()
+        state.live = None
+
+
+async def _result_or_empty(future: asyncio.Future[str]) -> str:
+    """A preemptive transcription's text ("" if it failed or was cancelled)."""
+    try:
+        return await asyncio.shield(future)
+    except asyncio.CancelledError:
+        if future.cancelled():
+            return ""
+        raise
+    except Exception:
+        return ""
 
 
 async def _maybe_await(value: object) -> None:

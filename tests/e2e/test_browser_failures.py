@@ -188,10 +188,18 @@ async def test_server_restart_then_gone(browser: Any, stack: Stack) -> None:
         await asyncio.sleep(4)
         await in_thread(stack.start_devserver)
         back = time.monotonic()
-        for page in (desk, phone):
-            await page.wait_for_selector("#connection[data-state='connected']", timeout=20_000)
-        reconnect_s = time.monotonic() - back
-        assert reconnect_s < 6, f"the client took {reconnect_s:.1f} s to return after the server"
+
+        async def returned(page: Any) -> float:
+            await page.wait_for_selector("#connection[data-state='connected']", timeout=30_000)
+            return time.monotonic() - back
+
+        # At most 2 s between attempts (12 over ~18 s), so a page is back within seconds of the server: before
+        # the change, the backoff doubled to 8 s and the page came back 19 s after the server.
+        times = await asyncio.gather(returned(desk), returned(phone))
+        print(
+            f"reconnected {times[0]:.1f} s (desktop) and {times[1]:.1f} s (phone) after the server was back"
+        )
+        assert max(times) < 10, f"the client took {max(times):.1f} s to return after the server"
         assert await desk.locator(".entry").count() >= entries
         for page in (desk, phone):
             await page.wait_for_selector("#agent[data-state='listening']", timeout=60_000)
@@ -210,7 +218,14 @@ async def test_server_restart_then_gone(browser: Any, stack: Stack) -> None:
             assert await page.is_hidden("#reconnecting-banner")
             toasts = await page.locator(".toast").all_inner_texts()
             assert len(toasts) == 1 and "UNKNOWN_REASON" not in toasts[0], toasts
-            for covered in ("#ended", "#rejoin-button", "#connection", "#composer"):
+            for covered in (
+                "#ended",
+                "#rejoin-button",
+                "#connection",
+                "#composer",
+                "#stop-button",
+                "#transcript",
+            ):
                 assert not await overlaps(page, ".toast", covered), covered
             assert await page.locator(".entry").count() >= entries  # the transcript stays
             assert await layout_problems(page) == []

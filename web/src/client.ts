@@ -265,6 +265,8 @@ export class LLMRTCClient extends Emitter<LLMRTCEvents> {
   private activeSpeakers = new Set<string>();
   private readonly audioElements = new Map<string, HTMLMediaElement>();
   private _agentIdentity: string | undefined;
+  /** The last agent seen, kept across reconnects: the sender of packets that arrive before it is known again. */
+  private lastAgent = '';
   private _lastSender = '';
   private readonly health: ConnectionHealth;
 
@@ -547,7 +549,7 @@ export class LLMRTCClient extends Emitter<LLMRTCEvents> {
   }
 
   private readAgentState(participant: Participant): void {
-    if (participant.isAgent) this._agentIdentity = participant.identity;
+    if (participant.isAgent) this._agentIdentity = this.lastAgent = participant.identity;
     const state = participant.attributes[ATTR_AGENT_STATE];
     if (!participant.isAgent || !isAgentState(state) || state === this._agentState) return;
     this._agentState = state;
@@ -662,8 +664,8 @@ export class LLMRTCClient extends Emitter<LLMRTCEvents> {
     if (topic !== TOPIC) return;
     // Only the agent speaks the protocol; another participant's message on the topic is not trusted.
     if (participant && !participant.isAgent) return;
-    this._lastSender = participant?.identity ?? this._agentIdentity ?? '';
-    if (participant) this._agentIdentity = participant.identity;
+    this._lastSender = participant?.identity ?? this._agentIdentity ?? this.lastAgent;
+    if (participant) this._agentIdentity = this.lastAgent = participant.identity;
     let event: ServerEvent;
     try {
       event = parseServerEvent(payload);

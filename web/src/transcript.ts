@@ -95,14 +95,18 @@ export class TranscriptView {
 
   /** The answer of `turn` was interrupted: the listeners heard `heard`; the rest shows as never spoken. */
   heard(turn: string, speaker: string, heard: string): void {
-    const entry = this.upsert(`a:${turn}`, 'assistant', speaker);
+    const entry = this.entries.get(`a:${turn}`);
+    if (!entry) return;
+    if (speaker) entry.speaker = speaker;
     entry.heard = heard;
     this.render(entry);
   }
 
   /** The answer of `turn` failed (`note` says why, in words a person can act on). */
   failed(turn: string, speaker: string, note: string): void {
-    const entry = this.upsert(`a:${turn}`, 'assistant', speaker);
+    const entry = this.entries.get(`a:${turn}`);
+    if (!entry) return;
+    if (speaker) entry.speaker = speaker;
     if (entry.status === 'interrupted' || entry.status === 'spoken') return;
     entry.status = 'failed';
     entry.note = note;
@@ -159,7 +163,9 @@ export class TranscriptView {
 
   /** The assistant's speech status of `turn`: speaking, spoken, or interrupted (with a note). */
   speech(turn: string, speaker: string, status: 'speaking' | 'spoken' | 'interrupted', note = ''): void {
-    const entry = this.upsert(`a:${turn}`, 'assistant', speaker);
+    const entry = this.entries.get(`a:${turn}`); // an answer without words (nothing was written) has no entry
+    if (!entry) return;
+    if (speaker) entry.speaker = speaker;
     if (entry.status === 'interrupted' && status !== 'interrupted') return;
     entry.status = status;
     entry.note = note;

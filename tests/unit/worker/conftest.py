@@ -52,6 +52,7 @@ class FakeRoom:
     sent: list[tuple[ServerEvent, list[str] | None]] = field(default_factory=list)
     states: list[AgentState] = field(default_factory=list)
     user_transcripts: list[tuple[str, str]] = field(default_factory=list)
+    interim_transcripts: list[tuple[str, str, str]] = field(default_factory=list)
     agent_text: list[tuple[str, str, bool]] = field(default_factory=list)
     changed: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -63,8 +64,11 @@ class FakeRoom:
         if not self.states or self.states[-1] != state:
             self.states.append(state)
 
-    def user_transcription(self, identity: str, text: str, segment_id: str) -> None:
-        self.user_transcripts.append((identity, text))
+    def user_transcription(self, identity: str, text: str, segment_id: str, final: bool = True) -> None:
+        if final:
+            self.user_transcripts.append((identity, text))
+        else:
+            self.interim_transcripts.append((identity, text, segment_id))
 
     def agent_transcription(self, segment_id: str, delta: str, final: bool = False) -> None:
         self.agent_text.append((segment_id, delta, final))

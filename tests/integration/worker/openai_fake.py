@@ -4,7 +4,9 @@
   from the first :class:`TranscriptRule` whose duration range holds the upload's duration, else from the
   ``transcripts`` queue, else ``default_transcript``.
 - ``POST /v1/chat/completions``: streams SSE ``chat.completion.chunk`` objects (or one JSON completion), with
-  the text from ``replies`` (queue) or ``default_reply``; each chunk after ``chunk_delay_s``.
+  the text from ``replies`` (queue) or ``default_reply``; each chunk after ``chunk_delay_s``. A
+  :class:`ToolCallReply` in ``replies`` answers with that tool call instead (``finish_reason: tool_calls``).
+  The ``image_url`` parts of each request are recorded in ``images`` (request index, data URL).
 - ``POST /v1/audio/speech``: PCM16 24 kHz mono (``response_format=pcm``) or WAV: a voiced tone of
   ``speech_ms_per_char`` per input character, streamed in pieces.
 
@@ -37,6 +39,15 @@ class TranscriptRule:
 
 
 @dataclass
+class ToolCallReply:
+    """A scripted answer that calls a tool (put it in ``OpenAIFake.replies``)."""
+
+    name: str
+    arguments: dict[str, Any] = field(default_factory=dict)
+    call_id: str = "call_1"
+
+
+@dataclass
 class Transcription:
     duration_s: float
     model: str
@@ -52,12 +63,14 @@ class OpenAIFake:
     rules: list[TranscriptRule] = field(default_factory=list)
     transcripts: deque[str] = field(default_factory=deque)
     default_reply: str = "Sure, happy to help."
-    replies: deque[str] = field(default_factory=deque)
+    replies: deque[str | ToolCallReply] = field(default_factory=deque)
     chunk_delay_s: float = 0.0
     speech_ms_per_char: float = 55.0
     chat_requests: list[dict[str, Any]] = field(default_factory=list)
     transcriptions: list[Transcription] = field(default_factory=list)
     speech_requests: list[dict[str, Any]] = field(default_factory=list)
+    images: list[tuple[int, str]] = field(default_factory=list)
+    """``(index in chat_requests, data URL)`` of every ``image_url`` part received, in order."""
     host: str = "127.0.0.1"
     port: int = 0
     _runner: web.AppRunner | None = None
@@ -128,8 +141,14 @@ class OpenAIFake:
     async def _chat(self, request: web.Request) -> web.StreamResponse:
         body = await request.json()
         self.chat_requests.append(body)
+        for message in body.get("messages", []):
+            for part in message.get("content") if isinstance(message.get("content"), list) else []:
+                if isinstance(part, dict) and part.get("type") == "image_url":
+                    self.images.append((len(self.chat_requests) - 1, str(part["image_url"]["url"])))
         reply = self.replies.popleft() if self.replies else self.default_reply
         model = body.get("model", "gpt-test")
+        if isinstance(reply, ToolCallReply):
+            return await self._tool_call(request, body, reply, model)
         if not body.get("stream"):
             return web.json_response(
                 {
@@ -179,6 +198,46 @@ class OpenAIFake:
                 "usage": usage,
             }
             await resp.write(f"data: {json.dumps(last)}\n\n".encode())
+        await resp.write(b"data: [DONE]\n\n")
+        await resp.write_eof()
+        return resp
+
+    async def _tool_call(
+        self, request: web.Request, body: dict[str, Any], reply: ToolCallReply, model: str
+    ) -> web.StreamResponse:
+        call = {
+            "id": reply.call_id,
+            "type": "function",
+            "function": {"name": reply.name, "arguments": json.dumps(reply.arguments)},
+        }
+        if not body.get("stream"):
+            message = {"role": "assistant", "content": None, "tool_calls": [call]}
+            choice = {"index": 0, "message": message, "finish_reason": "tool_calls"}
+            return web.json_response(
+                {
+                    "id": "chatcmpl-fake",
+                    "object": "chat.completion",
+                    "created": int(time.time()),
+                    "model": model,
+                    "choices": [choice],
+                    "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15},
+                }
+            )
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
+        await resp.prepare(request)
+        deltas: list[tuple[dict[str, Any], str | None]] = [
+            ({"role": "assistant", "content": None, "tool_calls": [{"index": 0, **call}]}, None),
+            ({}, "tool_calls"),
+        ]
+        for delta, finish in deltas:
+            obj = {
+                "id": "chatcmpl-fake",
+                "object": "chat.completion.chunk",
+                "created": int(time.time()),
+                "model": model,
+                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+            }
+            await resp.write(f"data: {json.dumps(obj)}\n\n".encode())
         await resp.write(b"data: [DONE]\n\n")
         await resp.write_eof()
         return resp
@@ -236,4 +295,4 @@ def _error(status: int, message: str) -> web.Response:
     )
 
 
-__all__ = ["OpenAIFake", "TranscriptRule", "Transcription", "voiced_tone"]
+__all__ = ["OpenAIFake", "ToolCallReply", "TranscriptRule", "Transcription", "voiced_tone"]

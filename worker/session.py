@@ -146,8 +146,8 @@ class Conversation(Protocol):
         ...
 
 
-AttachmentSource = Callable[[list[str]], Awaitable[list[VisionAttachment]]]
-"""``(identities of the turn's speakers) -> images for the turn`` (vision in ``turn`` mode)."""
+AttachmentSource = Callable[[list[str], str], Awaitable[list[VisionAttachment]]]
+"""``(identities of the turn's speakers, turn id) -> images for the turn`` (vision in ``turn`` mode)."""
 
 
 def new_id(prefix: str) -> str:
@@ -899,7 +899,7 @@ class RoomSession:
             if first.source == "greeting":
                 events = self._conv.say(first.text, turn_id=tid, playout=playout)
             else:
-                images = await self._turn_images(speakers, extra)
+                images = await self._turn_images(speakers, tid, extra)
                 if len(batch) == 1:
                     text, speaker = first.text, first.name
                 else:
@@ -962,11 +962,13 @@ class RoomSession:
             self._room.send(error_message(exc, "worker", turn_id=tid, extra=extra))
             self._room.send(TurnEndMsg(turn_id=tid, outcome="error"))
 
-    async def _turn_images(self, speakers: list[str], extra: dict[str, str]) -> list[VisionAttachment]:
+    async def _turn_images(
+        self, speakers: list[str], turn_id: str, extra: dict[str, str]
+    ) -> list[VisionAttachment]:
         if self._attachments is None or not speakers:
             return []
         try:
-            return await self._attachments(speakers)
+            return await self._attachments(speakers, turn_id)
         except Exception:
             log.exception("could not take the turn's images (answering without them)", extra=extra)
             return []

@@ -153,6 +153,9 @@ async def entrypoint(ctx: JobContext) -> None:
         probe.cancel()
         if session is not None:
             await session.aclose()
+            if session.shutdown_turn and persistence is not None and not room.isconnected():
+                # its turn_end could not reach the room: the worker that takes the room over sends it
+                persistence.mark_lost(session.shutdown_turn)
         if persistence is not None:
             # the last human left: the room ended normally (its state expires after SESSION_TTL_S, or
             # goes now with SESSION_DELETE_ON_END); otherwise keep it for the worker that takes over

@@ -15,10 +15,12 @@ from typing import Protocol
 from llmrtc.audio.interruption import Interruption, OnsetRule
 from llmrtc.audio.listener import SpeechListener
 from llmrtc.audio.segmenter import SegmenterConfig, SpeechEnd, SpeechStart
+from llmrtc.audio.turn_detection import TurnDecision, TurnDetectionSettings, TurnEvent, TurnSegmenter
 from llmrtc.audio.vad import VADEngine
 from llmrtc.errors import AudioError
 from worker.config import WorkerSettings
 from worker.eot_livekit import register as register_livekit_eot
+from worker.turn_taking import turn_detection_settings
 
 log = logging.getLogger("llmrtc.worker.listeners")
 
@@ -38,6 +40,20 @@ class SpeechCallbacks(Protocol):
         ...
 
     def on_interruption(self, identity: str) -> None: ...
+
+    def on_speech_audio(self, identity: str, pcm16k: bytes) -> None:
+        """More audio of the utterance in progress (the first piece starts with its pre-roll); only with
+        ``stream_audio`` (interim transcripts)."""
+        ...
+
+    def on_turn_predicted(self, identity: str, pcm16k: bytes) -> None:
+        """The end-of-turn model says the turn is complete (``pcm16k``: the utterance so far); the
+        utterance ends after the short silence unless speech resumes. Only with ``predict``."""
+        ...
+
+    def on_turn_resumed(self, identity: str) -> None:
+        """Speech resumed after a prediction: the turn goes on."""
+        ...
 
 
 def segmenter_config(settings: WorkerSettings) -> SegmenterConfig:
@@ -66,12 +82,24 @@ class ParticipantListener:
         config: SegmenterConfig | None = None,
         rule: OnsetRule | None = None,
         engine: VADEngine | None = None,
+        turn: TurnDetectionSettings | None = None,
+        stream_audio: bool = False,
+        predict: bool = False,
     ) -> None:
         self.identity = identity
         self._callbacks = callbacks
         self._listener = SpeechListener(
             sample_rate=16000, config=config, onset_rule=rule, engine=engine, name=f"vad-{identity}"
         )
+        self._turn_events: list[tuple[TurnEvent, bytes]] = []
+        self._segmenter: TurnSegmenter | None = None
+        if turn is not None:
+            # end of turn (TURN_DETECTION): the model runs on the process's shared runner thread
+            self._segmenter = turn.segmenter(config, on_event=self._on_turn_event)
+            self._listener.segmenter = self._segmenter
+        self._stream_audio = stream_audio and self._segmenter is not None
+        self._predict = predict
+        self._streamed = 0  # windows of the utterance in progress passed to on_speech_audio
         self._pending = bytearray()
         self._wake = asyncio.Event()
         self._task = asyncio.create_task(self._run(), name=f"llmrtc-listener-{identity}")
@@ -84,6 +112,13 @@ class ParticipantListener:
     def agent_speaking(self, value: bool) -> None:
         """While true, speech that meets the onset rule is reported as an interruption."""
         self._listener.agent_speaking = value
+
+    def _on_turn_event(self, event: TurnEvent) -> None:
+        # called inside the segmenter's push: keep it (and the audio so far) for _run to report in order
+        pcm = b""
+        if isinstance(event, TurnDecision) and event.complete and self._predict and self._segmenter:
+            pcm = self._segmenter.utterance_pcm()
+        self._turn_events.append((event, pcm))
 
     def push(self, pcm16k: bytes) -> None:
         if len(self._pending) > MAX_BACKLOG_BYTES:
@@ -107,18 +142,40 @@ class ParticipantListener:
             try:
                 events = await self._listener.push(piece)
             except AudioError as exc:
+                self._turn_events.clear()
                 log.error("VAD failed: %s", exc, extra={"participant": self.identity})
                 continue
+            turn_events, self._turn_events = self._turn_events, []
+            for turn_event, pcm in turn_events:
+                try:
+                    if isinstance(turn_event, TurnDecision):
+                        if turn_event.complete and self._predict:
+                            self._callbacks.on_turn_predicted(self.identity, pcm)
+                    elif self._predict:
+                        self._callbacks.on_turn_resumed(self.identity)
+                except Exception:
+                    log.exception("turn callback failed", extra={"participant": self.identity})
             for event in events:
                 try:
                     if isinstance(event, SpeechStart):
+                        self._streamed = 0
                         self._callbacks.on_speech_start(self.identity)
                     elif isinstance(event, SpeechEnd):
+                        self._streamed = 0
                         self._callbacks.on_speech_end(self.identity, event.pcm, split=event.split)
                     elif isinstance(event, Interruption):
                         self._callbacks.on_interruption(self.identity)
                 except Exception:
                     log.exception("speech callback failed", extra={"participant": self.identity})
+            if self._stream_audio and self._segmenter is not None and self._segmenter.speaking:
+                have = self._segmenter.utterance_windows
+                if have > self._streamed:
+                    audio = self._segmenter.utterance_pcm(self._streamed)
+                    self._streamed = have
+                    try:
+                        self._callbacks.on_speech_audio(self.identity, audio)
+                    except Exception:
+                        log.exception("speech audio callback failed", extra={"participant": self.identity})
 
     async def aclose(self) -> None:
         self._task.cancel()
@@ -134,10 +191,21 @@ class ListenerFactory:
         self._config = segmenter_config(settings)
         self._rule = onset_rule(settings)
         self._engine = engine
+        self._turn = turn_detection_settings(settings)
+        self._turn.policy(settings.vad_min_silence_ms)  # a bad TURN_* combination fails here, with its name
+        self._stream_audio = settings.interim_transcripts
+        self._predict = settings.preemptive_generation
 
     def __call__(self, identity: str, callbacks: SpeechCallbacks) -> ParticipantListener:
         return ParticipantListener(
-            identity, callbacks, config=self._config, rule=self._rule, engine=self._engine
+            identity,
+            callbacks,
+            config=self._config,
+            rule=self._rule,
+            engine=self._engine,
+            turn=self._turn,
+            stream_audio=self._stream_audio,
+            predict=self._predict,
         )
 
 

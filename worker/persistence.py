@@ -10,7 +10,10 @@ always of the latest state), so the turn path never waits on the store.
 with the turn's id in the state's ``metadata["pending_turn"]``, not only when the turn ends: a worker killed
 mid-turn (SIGKILL, a crash) loses the answer but never the question. The worker that restores the room finds
 the pending turn (:attr:`RoomPersistence.lost_turn`) and tells the room that turn ended in an error
-(:meth:`RoomPersistence.lost_turn_events`). What it cannot know: whatever the dead worker did after its last
+(:meth:`RoomPersistence.lost_turn_events`). A job that shuts down (SIGTERM) cancels its turn and says so
+(``turn_end`` ``cancelled``, reason ``shutdown``); when the room was already gone by then (the worker's
+connection closes before its jobs end), :meth:`RoomPersistence.mark_lost` leaves that ``turn_end`` for the
+next worker to send. What it cannot know: whatever the dead worker did after its last
 save (a partly spoken answer is not in the history; the question is).
 
 Failures never end the job: a :class:`~llmrtc.errors.SessionConflictError` means another worker took the
@@ -67,6 +70,7 @@ class RoomPersistence:
         self.saves = 0
         """Successful saves so far (for logs and tests)."""
         self._pending: _PendingTurn | None = None
+        self._lost_on_close: dict[str, Any] | None = None
         self.lost_turn: dict[str, Any] | None = None
         """The turn a previous worker was running when it stopped without ending it (from :meth:`restore`)."""
 
@@ -141,6 +145,12 @@ class RoomPersistence:
             self._pending = None
         self.changed()
 
+    def mark_lost(self, turn_id: str, reason: str = "shutdown") -> None:
+        """Turn ``turn_id`` ended while the room was already gone (the job shut down): its ``turn_end`` never
+        reached the humans, so the state keeps it pending for the next worker to announce."""
+        self._lost_on_close = {"turn_id": turn_id, "reason": reason}
+        self.changed()
+
     def lost_turn_events(self) -> list[ServerEvent]:
         """The ``error`` and ``turn_end`` that end the turn a previous worker left open (empty: none)."""
         lost = self.lost_turn
@@ -149,6 +159,8 @@ class RoomPersistence:
         self.lost_turn = None
         self.changed()  # the next save no longer carries the pending turn
         turn_id = str(lost["turn_id"])
+        if lost.get("reason") == "shutdown":  # the stopped worker cancelled it, but could no longer say so
+            return [TurnEndMsg(turn_id=turn_id, outcome="cancelled", reason="shutdown")]
         return [
             ErrorMsg(
                 code="turn_lost",
@@ -213,6 +225,8 @@ class RoomPersistence:
             if pending is not None and not pending.recorded_in(state.history):
                 state.history = [*state.history, pending.message]
                 state.metadata["pending_turn"] = {"turn_id": pending.turn_id}
+            elif self._lost_on_close is not None:
+                state.metadata["pending_turn"] = dict(self._lost_on_close)
             if hasattr(self._orch, "snapshot"):
                 try:
                     state.playbook = self._orch.snapshot()

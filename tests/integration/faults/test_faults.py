@@ -258,7 +258,7 @@ async def test_a_monologue_longer_than_the_cut_is_answered_once_after_it_ends(
     n_chat = len(fake.chat_requests)
     mark = len(alice.events)
     try:
-        await alice.say(fixture_path("story_16k"), wait=False)  # seven seconds of speech, cut at 2.5 s
+        await alice.say(fixture_path("long_16k"), wait=False)  # 14 s of speech without a pause, cut at 2.5 s
         _, end = await alice.wait_for(lambda e: e["type"] == "turn_end", 30, mark)
     finally:
         fake.default_transcript = ""

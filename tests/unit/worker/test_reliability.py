@@ -327,3 +327,21 @@ async def test_a_cut_on_the_last_words_ends_the_utterance_after_the_silence() ->
         assert len(r.room.events("speech_end")) == 1
     finally:
         await r.close()
+
+
+async def test_a_shutdown_turn_the_room_never_heard_of_is_announced_by_the_next_worker() -> None:
+    store = InMemorySessionStore()
+    first = await Room(["never"], store=store).start()
+    first.llm.ttft_s = HANG
+    first.session.on_data("alice", _text("Are you stopping?"))
+    start = await first.room.wait_for(lambda e: e.type == "turn_start")
+    await first.session.aclose()
+    assert first.session.shutdown_turn == start.turn_id
+    first.persistence.mark_lost(start.turn_id)  # the entrypoint does this when the room was already gone
+    await first.persistence.aclose()
+    second = Room([], store=store)
+    assert await second.persistence.restore()
+    assert second.said() == [("user", "Are you stopping?")]
+    events = second.persistence.lost_turn_events()
+    assert [(e.type, e.turn_id) for e in events] == [("turn_end", start.turn_id)]
+    assert (events[0].outcome, events[0].reason) == ("cancelled", "shutdown")

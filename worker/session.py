@@ -280,6 +280,9 @@ class RoomSession:
         self._empty = asyncio.Event()
         self._agent_speaking = False
         self._closed = False
+        self.shutdown_turn: str | None = None
+        """The turn the session's shutdown cancelled (its ``turn_end`` may not have reached a room that was already
+        gone: then the next worker announces it, see :meth:`worker.persistence.RoomPersistence.mark_lost`)."""
 
     # ------------------------------------------------------------------------------------------ lifecycle
 
@@ -954,6 +957,8 @@ class RoomSession:
                 TurnEndMsg(turn_id=tid, outcome="cancelled", reason=turn.cancel_reason, heard_text=heard)
             )
             log.info("turn cancelled (%s): %d heard chars", turn.cancel_reason, len(heard), extra=extra)
+            if turn.cancel_reason == "shutdown":
+                self.shutdown_turn = tid
             raise
         except Exception as exc:
             await playout.aclose()

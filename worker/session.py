@@ -56,7 +56,6 @@ from llmrtc.hooks import HookContext, HookRunner, Stopwatch
 from llmrtc.metrics import MetricNames, MetricsAdapter, safe_metrics
 from llmrtc.playout import AudioOut, Playout
 from llmrtc.providers.base import STTProvider
-from llmrtc.providers.base import STTProvider
 from llmrtc.types import STTResult, VisionAttachment
 from worker.config import WorkerSettings
 from worker.errors import error_message
@@ -86,8 +85,8 @@ from worker.protocol import (
     redact_arguments,
 )
 from worker.room import ParticipantInfo
-from worker.turn_taking import LiveTranscript, Preemptive, Prefetch
 from worker.shedding import audio_dropped_event, late_turn_event
+from worker.turn_taking import LiveTranscript, Preemptive, Prefetch
 
 log = logging.getLogger("llmrtc.worker.session")
 
@@ -116,18 +115,6 @@ class Conversation(Protocol):
     ) -> AsyncIterator[TurnEvent]: ...
 
     async def add_context_note(self, note: str) -> None: ...
-
-    def discard(self, turn_id: str) -> None:
-        """A preemptive reply the user talked over: turn ``turn_id`` records nothing (it is cancelled next)."""
-        ...
-
-    def gate_tools(self, turn_id: str, wait: Callable[[], Awaitable[None]] | None) -> None:
-        """Tools with side effects of turn ``turn_id`` wait for ``wait()`` (the confirmed turn)."""
-        ...
-
-    def streaming_stt(self, interval_s: float) -> STTProvider:
-        """An STT with interim results (``transcribe_stream``) for the live transcripts."""
-        ...
 
     def discard(self, turn_id: str) -> None:
         """A preemptive reply the user talked over: turn ``turn_id`` records nothing (it is cancelled next)."""
@@ -261,8 +248,10 @@ class RoomSession:
         room_name: str = "",
         metrics: MetricsAdapter | None = None,
         attachments: AttachmentSource | None = None,
+        on_humans: Callable[[int], None] | None = None,
     ) -> None:
         self.settings = settings
+        self._on_humans = on_humans
         self._room = room
         self._conv = conversation
         self._make_listener = listener_factory
@@ -339,6 +328,7 @@ class RoomSession:
         if self.floor.listens_to(participant):
             state.listener = self._new_listener(participant.identity)
         self._participants[participant.identity] = state
+        self._humans_changed()
         self._empty.clear()
         log.info("participant joined", extra={"room": self._room_name, "participant": participant.identity})
         self._spawn(self._hook("on_connection", participant.identity), "llmrtc-hook")
@@ -352,6 +342,7 @@ class RoomSession:
         state = self._participants.pop(identity, None)
         if state is None:
             return
+        self._humans_changed()
         log.info("participant left", extra={"room": self._room_name, "participant": identity})
         _stop_live(state)
         if state.preempt is not None:
@@ -380,6 +371,13 @@ class RoomSession:
         elif not listens and state.listener is not None:
             self._spawn(state.listener.aclose(), "llmrtc-listener-close")
             state.listener = None
+
+    def _humans_changed(self) -> None:
+        if self._on_humans is not None:
+            try:
+                self._on_humans(len(self._participants))
+            except Exception:
+                log.exception("humans callback failed", extra={"room": self._room_name})
 
     def _ctx(self, identity: str | None, turn_id: str | None = None) -> HookContext:
         return HookContext(session_id=self._conv.session_id, turn_id=turn_id, participant=identity)

@@ -214,6 +214,8 @@ class PlaybookOrchestrator:
         self._history: list[Message] = []
         self._answers: OrderedDict[str, Message] = OrderedDict()
         self._tails: OrderedDict[str, Message] = OrderedDict()
+        self._round_texts: OrderedDict[str, list[str]] = OrderedDict()
+        """Per recent turn: the text of its tool rounds, which their assistant messages hold."""
         self._spoken: dict[str, str] = {}
         self._running: str | None = None
         self._discarded: set[str] = set()
@@ -249,6 +251,7 @@ class PlaybookOrchestrator:
         self._history.clear()
         self._answers.clear()
         self._tails.clear()
+        self._round_texts.clear()
 
     def load_history(self, messages: Sequence[Message]) -> None:
         """Replace the history with ``messages`` (e.g. a stored session's), oldest first, no system prompt.
@@ -262,6 +265,7 @@ class PlaybookOrchestrator:
         self._history = restored_history(messages, self.max_stored_messages, session_id=self.session_id)
         self._answers.clear()
         self._tails.clear()
+        self._round_texts.clear()
         self._spoken.clear()
 
     def snapshot(self) -> dict[str, Any]:
@@ -297,8 +301,9 @@ class PlaybookOrchestrator:
         tail = self._tails.get(turn_id)
         if tail is None:
             return False
-        if spoken_text and spoken_text.strip():  # the turn recorded no answer: add what was heard
-            answer = Message.assistant(spoken_text.strip(), interrupted=True)
+        heard = self._answer_part(turn_id, spoken_text or "")
+        if heard:  # the turn recorded no answer: add what was heard after its tool rounds
+            answer = Message.assistant(heard, interrupted=True)
             at = next((i + 1 for i, m in enumerate(self._history) if m is tail), len(self._history))
             self._history.insert(at, answer)
             self._answers[turn_id] = answer
@@ -323,7 +328,27 @@ class PlaybookOrchestrator:
         else:
             self._tool_gates[turn_id] = wait
 
+    def _answer_part(self, turn_id: str, heard: str) -> str:
+        """``heard`` (the whole turn's heard speech) without the text of the turn's tool rounds, which their
+        assistant ``tool_calls`` messages already hold: the part that belongs in the answer message."""
+        heard = heard.strip()
+        rounds = self._round_texts.get(turn_id)
+        if not rounds or not heard:
+            return heard
+        words = heard.split()
+        for text in rounds:
+            said = text.split()
+            if words[: len(said)] == said:
+                words = words[len(said) :]
+            elif said[: len(words)] == words:
+                return ""  # the cut fell inside a round whose text is recorded with its tool calls
+            else:
+                break  # the heard text does not follow the recorded rounds: keep it whole
+        return " ".join(words)
+
     def _rewrite_answer(self, turn_id: str, spoken_text: str | None) -> None:
+        if spoken_text is not None:
+            spoken_text = self._answer_part(turn_id, spoken_text)
         answer = self._answers[turn_id]
         for i, msg in enumerate(self._history):
             if msg is not answer:
@@ -815,8 +840,21 @@ class PlaybookOrchestrator:
         if len(self._history) > self.max_stored_messages:
             self._history = window(self._history, self.max_stored_messages)
 
+    def _note_rounds(self, turn: _Turn) -> None:
+        """Remember the text of the turn's tool rounds (see :meth:`_answer_part`)."""
+        rounds = [
+            m.content.strip()
+            for m in turn.exchange
+            if m.role == "assistant" and m.tool_calls and m.content.strip()
+        ]
+        if rounds:
+            self._round_texts[turn.turn_id] = rounds
+            while len(self._round_texts) > 32:
+                self._round_texts.popitem(last=False)
+
     def _commit(self, turn: _Turn, answer: Message | None) -> None:
         turn.committed = True
+        self._note_rounds(turn)
         if turn.turn_id in self._discarded:  # a preemptive reply the user talked over: no trace of it
             self._discarded.discard(turn.turn_id)
             self._spoken.pop(turn.turn_id, None)
@@ -842,8 +880,12 @@ class PlaybookOrchestrator:
     def _commit_partial(self, turn: _Turn, *, keep_answer: bool) -> None:
         answer = None
         if keep_answer:
+            self._note_rounds(turn)
             spoken = self._spoken.pop(turn.turn_id, None)
-            content = spoken if spoken is not None else (turn.answer if turn.phase == 3 else turn.streamed)
+            if spoken is not None:  # what was heard of the whole turn, less what its tool rounds recorded
+                content = self._answer_part(turn.turn_id, spoken)
+            else:
+                content = turn.answer if turn.phase == 3 else turn.streamed
             if content.strip():
                 answer = Message.assistant(content.strip(), interrupted=True)
         self._commit(turn, answer)

@@ -396,3 +396,41 @@ async def test_one_retry_layer_a_failing_provider_gets_one_plus_max_retries_requ
         await llm.aclose()
     finally:
         await server.stop()
+
+
+# ---------------------------------------------------------------------------------------------- heard
+
+
+async def test_a_cut_after_a_tool_round_records_the_rounds_text_once() -> None:
+    stage = Stage(id="desk", system_prompt="Help.", tools=["lookup"], two_phase=False)
+    book = Playbook(id="p", initial_stage="desk", stages=[stage])
+    first = ScriptedReply(
+        text="Let me check that for you.",
+        tool_calls=[{"name": "lookup", "call_id": "c1", "arguments": {"what": "hours"}}],
+    )
+    llm = ScriptedLLM([first, "We are open from nine in the morning to five in the evening every day."])
+    tts = FakeTTS(sample_rate=16000, chars_per_second=40)
+    voice = VoicePlaybookOrchestrator(ConversationProviders(llm=llm, tts=tts), book, _tools())
+    playout = Playout(RealtimeOut(speed=2.0))
+
+    async def consume() -> None:
+        async for _ in voice.run_text_turn_stream("hours?", turn_id="r1", playout=playout):
+            pass
+
+    task = asyncio.create_task(consume())
+    while playout.heard_s < 1.6:  # noqa: ASYNC110 - the first round is 0.65 s: cut inside the second
+        await asyncio.sleep(0.01)
+    playout.pause()
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    heard = playout.heard_text()
+    assert heard.startswith("Let me check that for you. We are open")
+    roles = [(m.role, m.content, bool(m.tool_calls), m.interrupted) for m in voice.history]
+    assert roles[1] == ("assistant", "Let me check that for you.", True, False)
+    assert roles[2][0] == "tool"
+    assert roles[3] == ("assistant", heard.removeprefix("Let me check that for you. "), False, True)
+    # the transport's word after the turn ended (e.g. a later heard_text) is split the same way
+    assert voice.interrupt("r1", "Let me check that for you. We are")
+    assert voice.history[-1].content == "We are" and voice.history[-1].interrupted
+    assert voice.interrupt("r1", "Let me")
+    assert voice.history[-1].role == "tool", "nothing heard after the recorded round: no answer message"

@@ -715,7 +715,9 @@ class PlaybookOrchestrator:
         if usage.input_tokens:
             self.metrics.increment(MetricNames.LLM_TOKENS, usage.input_tokens, {**tags, "direction": "input"})
         if usage.output_tokens:
-            self.metrics.increment(MetricNames.LLM_TOKENS, usage.output_tokens, {**tags, "direction": "output"})
+            self.metrics.increment(
+                MetricNames.LLM_TOKENS, usage.output_tokens, {**tags, "direction": "output"}
+            )
 
     def _provider_failure(self, exc: Exception, turn_id: str) -> ProviderError:
         """``exc`` raised by the LLM call as a :class:`ProviderError`; other llmrtc errors (a guardrail) re-raised.

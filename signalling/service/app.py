@@ -9,14 +9,15 @@ failed authentications are throttled per client address, and every error is ``{"
 import hashlib
 import hmac
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable
 from contextlib import asynccontextmanager
-from typing import Annotated, TypeVar
+from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, FastAPI, Header, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -127,6 +128,44 @@ def parse_token_request(raw: bytes) -> TokenRequest:
         ) from None
 
 
+def _add_metrics(app: FastAPI) -> None:
+    """``GET /metrics``: requests by route and status, and their latency (Prometheus text format).
+
+    Routes are the app's own paths (unknown paths count as ``other``), so a scan cannot grow the label set.
+    """
+    try:
+        import prometheus_client
+    except ImportError:  # pragma: no cover - depends on the installed extras
+        log.info("prometheus-client is not installed: no /metrics")
+        return
+    registry = prometheus_client.CollectorRegistry()
+    requests = prometheus_client.Counter(
+        "llmrtc_token_service_requests",
+        "HTTP requests by route and status",
+        ["route", "status"],
+        registry=registry,
+    )
+    latency = prometheus_client.Histogram(
+        "llmrtc_token_service_request_seconds", "HTTP request latency by route", ["route"], registry=registry
+    )
+    known = {"/api/token", "/api/admin/rooms", "/healthz", "/readyz", "/metrics", "/"}
+
+    @app.middleware("http")
+    async def count(request: Request, call_next: Any) -> Any:
+        route = request.url.path if request.url.path in known else "other"
+        started = time.perf_counter()
+        response = await call_next(request)
+        requests.labels(route, str(response.status_code)).inc()
+        latency.labels(route).observe(time.perf_counter() - started)
+        return response
+
+    @app.get("/metrics", include_in_schema=False)
+    async def metrics() -> Response:
+        return Response(
+            prometheus_client.generate_latest(registry), media_type=prometheus_client.CONTENT_TYPE_LATEST
+        )
+
+
 def create_app(settings: TokenServiceSettings | None = None, *, admin_api: AdminAPI | None = None) -> FastAPI:
     """Build the service. ``settings`` default to the environment."""
     settings = settings or TokenServiceSettings()
@@ -163,6 +202,7 @@ def create_app(settings: TokenServiceSettings | None = None, *, admin_api: Admin
     )
     app.state.drain = drain
     app.add_middleware(DrainMiddleware, drain=drain)
+    _add_metrics(app)
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,

@@ -46,6 +46,9 @@ VAD_LAG_FULL_MS = 200.0
 UNDERRUNS_FULL_PER_S = 2.0
 """Gaps in the agent's audio per second (all rooms) at which the load is 1.0."""
 PROBE_INTERVAL_S = 0.1
+SATURATED_AFTER_S = 5.0
+"""The load must stay at 1.0 this long before the worker tells new rooms it cannot serve them: a burst of
+room starts (provider clients, the native connection) is not saturation."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +93,7 @@ class LoadMonitor:
         self._underruns: deque[float] = deque()
         self._injected = 0.0
         self._loads: deque[tuple[float, float]] = deque()
+        self._full_since: float | None = None
         self.last: LoadSample | None = None
 
     # ------------------------------------------------------------------------------------- signals in
@@ -113,6 +117,13 @@ class LoadMonitor:
         """Report at least ``load`` (0 to stop), whatever the signals say."""
         with self._lock:
             self._injected = max(0.0, load)
+
+    def saturated(self) -> bool:
+        """Whether the load has been at 1.0 for :data:`SATURATED_AFTER_S` (turns are late now, not only
+        during a burst of room starts)."""
+        with self._lock:
+            since = self._full_since
+        return since is not None and time.monotonic() - since >= SATURATED_AFTER_S
 
     def _trim(self, points: deque[tuple[float, float]], now: float) -> None:
         while points and points[0][0] < now - self.window_s:
@@ -154,6 +165,11 @@ class LoadMonitor:
             self._trim(self._loads, now)
             load = sum(v for _, v in self._loads) / len(self._loads)
             load = max(load, self._injected)
+            if load < 1.0:
+                self._full_since = None
+            elif self._full_since is None:
+                # an injected full load counts at once; a measured one from when it began
+                self._full_since = now - (SATURATED_AFTER_S if self._injected >= 1.0 else 0.0)
             sample = LoadSample(
                 load=min(load, 1.0),
                 cpu=cpu,

@@ -4,8 +4,8 @@
   offers the room to another worker). livekit-agents also declines by itself on the same figure, and the
   worker reports itself full, so offers rarely reach a full worker; this check closes the race between two
   load reports.
-- **A room it cannot serve** (:func:`announce_busy`): a job that starts while the load is at or above
-  :data:`HARD_LOAD` (1.0: turns are late now) sends the ``worker_busy`` error event to everyone in the room,
+- **A room it cannot serve** (:func:`announce_busy`): a job that starts while the load has been at
+  :data:`HARD_LOAD` (1.0: turns are late now) for ``SATURATED_AFTER_S`` (5 s) sends the ``worker_busy`` error event to everyone in the room,
   says :data:`BUSY_LINE` on its audio track, and leaves; the room's stored conversation is kept, so when the
   people come back (or the room is dispatched again) it continues.
 
@@ -48,9 +48,9 @@ def refuse_offer(threshold: float) -> bool:
 
 
 def cannot_serve() -> bool:
-    """Whether a room starting now could not be answered in time."""
-    last = monitor().last
-    return last is not None and last.load >= HARD_LOAD
+    """Whether a room starting now could not be answered in time: the load has been at :data:`HARD_LOAD`
+    for :data:`worker.load.SATURATED_AFTER_S` (a burst of room starts alone does not count)."""
+    return monitor().saturated()
 
 
 def busy_event() -> ErrorMsg:

@@ -139,3 +139,16 @@ def test_children_get_their_own_metrics_port() -> None:
     sup = Supervisor(["true"], 3, metrics_port=9100)
     assert [sup.child_env(i)["METRICS_PORT"] for i in range(3)] == ["9100", "9101", "9102"]
     assert "METRICS_PORT" not in Supervisor(["true"], 2, env={}).child_env(0)
+
+
+def test_a_burst_is_not_saturation_until_it_lasts() -> None:
+    m = LoadMonitor()
+    m.loop_lag(LOOP_LAG_FULL_MS * 4)  # room starts block the loop for a second
+    assert m.sample().load == 1.0
+    assert not m.saturated()  # not yet: SATURATED_AFTER_S must pass at full load
+    m._full_since = time.monotonic() - 6.0
+    assert m.saturated()
+    m._lags.clear()
+    m._loads.clear()
+    m.sample()
+    assert not m.saturated()

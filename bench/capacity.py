@@ -1,0 +1,567 @@
+"""Capacity, side by side: N rooms on one llmrtc worker and on one minimal LiveKit Agents worker.
+
+Everything real but the vendors: the development server (``signalling.devserver``) and the OpenAI-compatible
+fake of the worker tests (``tests/integration/worker/openai_fake.py``, for STT, LLM and TTS of both systems)
+run on a thread of this process; the worker under test is its own process; the humans are official-SDK
+participants in one more process (``capacity.py humans``), one per room, each looping real speech
+(2 s of ``tests/fixtures/generated/capital_16k.wav``: 1.7 s of speech, "What is the capital of France?") every :data:`PERIOD_S` seconds
+and listening to the agent's track.
+
+Systems: ``llmrtc`` (``python -m worker dev``, thread executor, ``VAD_MIN_SILENCE_MS=550``) and ``livekit``
+(``bench/lk_agent.py``: ``AgentSession`` with the silero and openai plugins, thread executor, VAD end of turn
+at silero's 550 ms, no extra endpointing delay). ``llmrtc@PATH`` runs the llmrtc worker of another checkout
+(before/after comparisons). Runs are interleaved: for each repetition, for each N, each system in turn
+(order alternating), each on a fresh worker process.
+
+Per run, over a measuring window after a warm-up:
+
+- **CPU per room**: the worker's CPU time (process tree) / wall time / N (1.0 = one core);
+- **memory**: the worker tree's RSS (and PSS) at the end; idle RSS before the first room;
+- **latency**: at the listener, from the end of an utterance's playout into the room to the first loud frame
+  of the agent's audio after it (p50, p95);
+- **missed turns**: utterances with no agent audio before the next one; *announced* when an llmrtc error
+  event (``turn_dropped``, ``turn_late``, ``worker_busy``, ``audio_dropped``, ...) reached the speaker in that
+  time, else *silent*;
+- the machine's load average at the start and the end.
+
+Usage::
+
+    .venv/bin/python bench/capacity.py --n 1 4 8 --reps 3                     # about 20 minutes
+    .venv/bin/python bench/capacity.py --n 8 --reps 3 --systems llmrtc llmrtc@/tmp/before
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import random
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+import wave
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+API_KEY = "devkey"
+API_SECRET = "devsecret-for-capacity-bench-0123456789"
+SPEECH = ROOT / "tests" / "fixtures" / "generated" / "capital_16k.wav"
+SPEECH_FROM_S = 0.8
+"""The part sent: 0.8 s to 2.8 s of the file (speech from 1.0 s to 2.68 s, found by RMS > 300 per 10 ms)."""
+SPEECH_TO_S = 2.8
+SPEECH_END_S = 2.68
+PERIOD_S = 7.0
+LOUD_RMS = 300.0
+TRANSCRIPT = "What is the capital of France?"
+REPLY = "Sure, happy to help."
+
+
+# ------------------------------------------------------------------------------------------------ humans
+
+
+async def _human(
+    url: str,
+    room: str,
+    identity: str,
+    times: asyncio.Future[tuple[float, float]],
+    ready: asyncio.Event,
+    offset: float,
+) -> dict[str, Any]:
+    import numpy as np
+    from livekit import api, rtc
+
+    with wave.open(str(SPEECH)) as w:
+        speech = w.readframes(w.getnframes())[int(SPEECH_FROM_S * 16000) * 2 : int(SPEECH_TO_S * 16000) * 2]
+    speech_end_byte = int((SPEECH_END_S - SPEECH_FROM_S) * 16000) * 2
+    jwt = (
+        api.AccessToken(API_KEY, API_SECRET)
+        .with_identity(identity)
+        .with_name(identity)
+        .with_grants(api.VideoGrants(room_join=True, room=room))
+        .to_jwt()
+    )
+    lk = rtc.Room()
+    loud: list[float] = []
+    errors: list[tuple[float, str]] = []
+    agent_joined: list[float] = []
+    tasks: list[asyncio.Task[None]] = []
+
+    async def listen(track: rtc.Track) -> None:
+        stream = rtc.AudioStream(track, sample_rate=24000, num_channels=1, frame_size_ms=20)
+        async for ev in stream:
+            s = np.frombuffer(bytes(ev.frame.data), dtype=np.int16).astype(np.float32)
+            if s.size and float(np.sqrt(np.mean(s * s))) > LOUD_RMS:
+                loud.append(time.monotonic())
+
+    def on_track(track: rtc.Track, pub: Any, participant: rtc.RemoteParticipant) -> None:
+        if track.kind == rtc.TrackKind.KIND_AUDIO:
+            tasks.append(asyncio.create_task(listen(track)))
+
+    def on_participant(p: rtc.RemoteParticipant) -> None:
+        state = p.attributes.get("lk.agent.state")
+        if p.kind == rtc.ParticipantKind.PARTICIPANT_KIND_AGENT and state in (
+            "listening",
+            "thinking",
+            "speaking",
+        ):
+            if not agent_joined:
+                agent_joined.append(time.monotonic())
+            ready.set()
+
+    def on_data(packet: rtc.DataPacket) -> None:
+        if packet.topic == "llmrtc":
+            with contextlib.suppress(Exception):
+                event = json.loads(packet.data)
+                if event.get("type") == "error":
+                    errors.append((time.monotonic(), str(event.get("code"))))
+
+    lk.on("track_subscribed", on_track)
+    lk.on("participant_connected", on_participant)
+    lk.on("participant_attributes_changed", lambda changed, p: on_participant(p))
+    lk.on("data_received", on_data)
+    await lk.connect(url, jwt)
+    for p in lk.remote_participants.values():
+        on_participant(p)
+    source = rtc.AudioSource(16000, 1, queue_size_ms=100)
+    track = rtc.LocalAudioTrack.create_audio_track("mic", source)
+    await lk.local_participant.publish_track(
+        track, rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_MICROPHONE)
+    )
+    frame_bytes = 320 * 2  # 20 ms
+    silence = b"\x00" * frame_bytes
+    utterances: list[tuple[float, float]] = []
+    try:
+        while not times.done():
+            await source.capture_frame(rtc.AudioFrame(silence, 16000, 1, 320))
+        start_at, end_at = times.result()
+        next_start = start_at + offset
+        while time.monotonic() < end_at:
+            if time.monotonic() >= next_start:
+                began = time.monotonic()
+                ended = 0.0
+                for i in range(0, len(speech), frame_bytes):
+                    chunk = speech[i : i + frame_bytes].ljust(frame_bytes, b"\x00")
+                    await source.capture_frame(rtc.AudioFrame(chunk, 16000, 1, 320))
+                    if i <= speech_end_byte < i + frame_bytes:  # the last voiced frame: when it is heard
+                        ended = time.monotonic() + source.queued_duration
+                utterances.append((began, ended))
+                next_start += PERIOD_S
+            else:
+                await source.capture_frame(rtc.AudioFrame(silence, 16000, 1, 320))
+    finally:
+        for t in tasks:
+            t.cancel()
+        await lk.disconnect()
+    return {
+        "room": room,
+        "utterances": utterances,
+        "loud": loud,
+        "errors": errors,
+        "agent_joined": agent_joined[:1],
+    }
+
+
+async def _humans(url: str, rooms: list[str], warmup: float, window: float, out: Path) -> None:
+    """Every human joins; once every room's agent listens (or after 90 s), speech starts everywhere; the
+    measuring window (after ``warmup``) is written to ``out.start`` for the parent to measure the worker."""
+    offsets = [PERIOD_S * i / max(1, len(rooms)) for i in range(len(rooms))]
+    random.Random(1).shuffle(offsets)
+    times: asyncio.Future[tuple[float, float]] = asyncio.get_running_loop().create_future()
+    readies = [asyncio.Event() for _ in rooms]
+    humans = asyncio.gather(
+        *(_human(url, r, f"human-{r}", times, e, o) for r, o, e in zip(rooms, offsets, readies, strict=True)),
+        return_exceptions=True,
+    )
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(asyncio.gather(*(e.wait() for e in readies)), 90)
+    start_at = time.monotonic() + 1.0
+    times.set_result((start_at, start_at + warmup + window))
+    marker = out.with_suffix(".start")
+    await asyncio.to_thread(marker.write_text, json.dumps([start_at + warmup, start_at + warmup + window]))
+    results = await humans
+    data = json.dumps([r if isinstance(r, dict) else {"error": repr(r)} for r in results])
+    await asyncio.to_thread(out.write_text, data)
+
+
+# ------------------------------------------------------------------------------------------------ servers
+
+
+class Servers:
+    """The dev server and the OpenAI fake on a background loop of this process."""
+
+    def __init__(self) -> None:
+        from signalling.devserver.server import DevServer
+        from tests.integration.worker.openai_fake import OpenAIFake
+
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True, name="servers")
+        self.thread.start()
+        self.dev = DevServer("127.0.0.1", 0, API_KEY, API_SECRET)
+        self.fake = OpenAIFake(default_transcript=TRANSCRIPT, default_reply=REPLY)
+        self._run(self.dev.start())
+        self._run(self.fake.start())
+
+    def _run(self, coro: Any) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(60)
+
+    def close(self) -> None:
+        self._run(self.fake.stop())
+        self._run(self.dev.stop())
+        self.loop.call_soon_threadsafe(self.loop.stop)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _tree(pid: int) -> list[Any]:
+    import psutil
+
+    proc = psutil.Process(pid)
+    return [proc, *proc.children(recursive=True)]
+
+
+def _cpu_s(pid: int) -> float:
+    total = 0.0
+    for p in _tree(pid):
+        with contextlib.suppress(Exception):
+            t = p.cpu_times()
+            total += t.user + t.system
+    return total
+
+
+def _memory_mb(pid: int) -> tuple[float, float]:
+    rss = pss = 0.0
+    for p in _tree(pid):
+        with contextlib.suppress(Exception):
+            info = p.memory_full_info()
+            rss += info.rss
+            pss += getattr(info, "pss", info.rss)
+    return rss / 2**20, pss / 2**20
+
+
+def _worker_load(port: int | None) -> float | None:
+    if port is None:
+        return None
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as resp:
+            for line in resp.read().decode().splitlines():
+                if line.startswith("llmrtc_worker_load "):
+                    return float(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+# ------------------------------------------------------------------------------------------------ one run
+
+
+@dataclass
+class Run:
+    system: str
+    n: int
+    rep: int
+    cpu_per_room: float = 0.0
+    cpu_total: float = 0.0
+    rss_idle_mb: float = 0.0
+    rss_mb: float = 0.0
+    pss_mb: float = 0.0
+    latency_ms: list[float] = field(default_factory=list)
+    utterances: int = 0
+    answered: int = 0
+    missed_announced: int = 0
+    missed_silent: int = 0
+    rooms_without_agent: int = 0
+    load_avg: tuple[float, float] = (0.0, 0.0)
+    worker_load: list[float] = field(default_factory=list)
+    error: str = ""
+    crashed: bool = False
+    """The worker process ended during the run (the livekit FFI panic, every room lost)."""
+
+    @property
+    def p50(self) -> float:
+        return statistics.median(self.latency_ms) if self.latency_ms else float("nan")
+
+    @property
+    def p95(self) -> float:
+        if not self.latency_ms:
+            return float("nan")
+        xs = sorted(self.latency_ms)
+        return xs[min(len(xs) - 1, round(0.95 * (len(xs) - 1)))]
+
+
+def _worker_cmd(system: str) -> tuple[list[str], Path]:
+    if system.startswith("livekit"):
+        return [sys.executable, str(ROOT / "bench" / "lk_agent.py"), "dev"], ROOT
+    if system.startswith("llmrtc@"):
+        return [sys.executable, "-m", "worker", "dev"], Path(system.split("@", 1)[1])
+    return [sys.executable, "-m", "worker", "dev"], ROOT
+
+
+def run_once(
+    servers: Servers,
+    system: str,
+    n: int,
+    rep: int,
+    warmup: float,
+    window: float,
+    logs: Path,
+    profile: bool = False,
+) -> Run:
+    run = Run(system, n, rep)
+    metrics_port = _free_port() if system.startswith("llmrtc") else None
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("LIVEKIT_", "OPENAI_"))}
+    env.update(
+        LIVEKIT_URL=servers.dev.url,
+        LIVEKIT_API_KEY=API_KEY,
+        LIVEKIT_API_SECRET=API_SECRET,
+        OPENAI_API_KEY="sk-bench-not-a-real-key",
+        OPENAI_BASE_URL=servers.fake.base_url,
+        OPENAI_MODEL="gpt-test",
+        LLM_PROVIDER="openai",
+        STT_PROVIDER="openai",
+        TTS_PROVIDER="openai",
+        AGENT_NAME="",
+        VAD_MIN_SILENCE_MS="550",
+        WORKER_EXECUTOR="thread",
+        WORKER_LOAD_THRESHOLD="1.0",  # measure past the point where it would stop taking rooms
+        LLMRTC_ENV_FILE=str(logs / "no.env"),
+        PYTHONUNBUFFERED="1",
+    )
+    if metrics_port is not None:
+        env["METRICS_PORT"] = str(metrics_port)
+        env["METRICS_HOST"] = "127.0.0.1"
+    if system == "livekit-process":
+        env["LK_EXECUTOR"] = "process"
+    cmd, cwd = _worker_cmd(system)
+    log_path = logs / f"{system.replace('/', '_')}-n{n}-r{rep}.log"
+    with log_path.open("wb") as log:
+        worker = subprocess.Popen(
+            cmd, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        try:
+            deadline = time.monotonic() + 120
+            while "registered worker" not in log_path.read_text(errors="replace"):
+                if worker.poll() is not None or time.monotonic() > deadline:
+                    run.error = "worker did not register"
+                    return run
+                time.sleep(0.2)
+            time.sleep(2.0)
+            run.rss_idle_mb = _memory_mb(worker.pid)[0]
+            run.load_avg = (os.getloadavg()[0], 0.0)
+            rooms = [f"cap-{system.split('@')[0]}-{n}-{rep}-{i}" for i in range(n)]
+            out = logs / f"humans-{system.replace('/', '_')}-n{n}-r{rep}.json"
+            marker = out.with_suffix(".start")
+            marker.unlink(missing_ok=True)
+            # the humans process reports the window on this clock (monotonic is system-wide on Linux)
+            humans = subprocess.Popen(
+                [
+                    sys.executable,
+                    str(Path(__file__).resolve()),
+                    "humans",
+                    "--url",
+                    servers.dev.url,
+                    "--rooms",
+                    ",".join(rooms),
+                    "--warmup",
+                    str(warmup),
+                    "--window",
+                    str(window),
+                    "--out",
+                    str(out),
+                ],
+                cwd=ROOT,
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=(logs / f"humans-{n}-{rep}.err").open("wb"),
+            )
+            deadline = time.monotonic() + 150
+            while not marker.exists() or not marker.read_text():
+                if time.monotonic() > deadline or humans.poll() is not None:
+                    run.error = "humans never started"
+                    return run
+                time.sleep(0.1)
+            measure_from, end_at = json.loads(marker.read_text())
+            while time.monotonic() < measure_from:
+                time.sleep(0.1)
+            cpu0, t0 = _cpu_s(worker.pid), time.monotonic()
+            spy = None
+            if profile:  # py-spy (pip install py-spy): collapsed stacks of every thread, idle ones left out
+                prof = logs / f"profile-{system.replace('/', '_')}-n{n}-r{rep}.txt"
+                spy = subprocess.Popen(
+                    [
+                        "py-spy",
+                        "record",
+                        "--pid",
+                        str(worker.pid),
+                        "--duration",
+                        str(int(window - 2)),
+                        "--rate",
+                        "50",
+                        "--nonblocking",
+                        "--format",
+                        "raw",
+                        "--output",
+                        str(prof),
+                    ],
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
+            while time.monotonic() < end_at:
+                load = _worker_load(metrics_port)
+                if load is not None:
+                    run.worker_load.append(load)
+                time.sleep(1.0)
+            cpu1, t1 = _cpu_s(worker.pid), time.monotonic()
+            if spy is not None:
+                try:
+                    spy.wait(90)
+                except subprocess.TimeoutExpired:
+                    spy.kill()
+            run.rss_mb, run.pss_mb = _memory_mb(worker.pid)
+            run.cpu_total = (cpu1 - cpu0) / (t1 - t0)
+            run.cpu_per_room = run.cpu_total / n
+            run.load_avg = (run.load_avg[0], os.getloadavg()[0])
+            humans.wait(60)
+            _score(run, json.loads(out.read_text()), measure_from, end_at)
+            if worker.poll() is not None or "FFI Panic" in log_path.read_text(errors="replace"):
+                run.crashed = True
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(worker.pid, 15)
+            try:
+                worker.wait(20)
+            except subprocess.TimeoutExpired:
+                os.killpg(worker.pid, 9)
+                worker.wait(5)
+    return run
+
+
+def _score(run: Run, humans: list[dict[str, Any]], start: float, end: float) -> None:
+    for h in humans:
+        if "error" in h:
+            run.error = h["error"]
+            continue
+        if not h["agent_joined"]:
+            run.rooms_without_agent += 1
+        told_busy = any(code == "worker_busy" for _, code in h["errors"])
+        utts = h["utterances"]
+        for i, (began, ended) in enumerate(utts):
+            if began < start or ended > end - 1.0:
+                continue
+            until = utts[i + 1][0] if i + 1 < len(utts) else ended + PERIOD_S - 1.0
+            run.utterances += 1
+            first = next((t for t in h["loud"] if ended < t < until), None)
+            if first is not None:
+                run.answered += 1
+                run.latency_ms.append((first - ended) * 1000)
+            elif told_busy or any(began <= t < until + 1.0 for t, _ in h["errors"]):
+                run.missed_announced += 1
+            else:
+                run.missed_silent += 1
+
+
+# ------------------------------------------------------------------------------------------------ report
+
+
+def _mmm(xs: list[float], fmt: str = "{:.3f}") -> str:
+    xs = [x for x in xs if x == x]
+    if not xs:
+        return "-"
+    return "/".join(fmt.format(v) for v in (min(xs), statistics.median(xs), max(xs)))
+
+
+def report(runs: list[Run]) -> str:
+    lines = [
+        "| system | N | CPU/room (cores) | RSS MB | PSS MB | idle RSS MB | p50 ms | p95 ms | answered/utterances | "
+        "missed (announced/silent) | worker crashed | llmrtc load | load avg |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    keys = sorted({(r.system, r.n) for r in runs}, key=lambda k: (k[1], k[0]))
+    for system, n in keys:
+        rs = [r for r in runs if r.system == system and r.n == n and not r.error]
+        if not rs:
+            lines.append(
+                f"| {system} | {n} | failed: {[r.error for r in runs if r.system == system and r.n == n]} |"
+            )
+            continue
+        lines.append(
+            f"| {system} | {n} | {_mmm([r.cpu_per_room for r in rs])} | {_mmm([r.rss_mb for r in rs], '{:.0f}')} | "
+            f"{_mmm([r.pss_mb for r in rs], '{:.0f}')} | {_mmm([r.rss_idle_mb for r in rs], '{:.0f}')} | "
+            f"{_mmm([r.p50 for r in rs], '{:.0f}')} | {_mmm([r.p95 for r in rs], '{:.0f}')} | "
+            f"{sum(r.answered for r in rs)}/{sum(r.utterances for r in rs)} | "
+            f"{sum(r.missed_announced for r in rs)}/{sum(r.missed_silent for r in rs)} | "
+            f"{sum(r.crashed for r in rs)}/{len(rs)} | "
+            f"{_mmm([max(r.worker_load) for r in rs if r.worker_load], '{:.2f}')} | "
+            f"{_mmm([r.load_avg[0] for r in rs], '{:.1f}')}->{_mmm([r.load_avg[1] for r in rs], '{:.1f}')} |"
+        )
+    lines.append("")
+    lines.append("min/median/max over the repetitions; CPU: cores used by the worker's process tree / N.")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    sub = parser.add_subparsers(dest="cmd")
+    h = sub.add_parser("humans")
+    h.add_argument("--url", required=True)
+    h.add_argument("--rooms", required=True)
+    h.add_argument("--warmup", type=float, required=True)
+    h.add_argument("--window", type=float, required=True)
+    h.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--n", type=int, nargs="+", default=[1, 4, 8])
+    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--systems", nargs="+", default=["llmrtc", "livekit"])
+    parser.add_argument("--warmup", type=float, default=8.0)
+    parser.add_argument("--window", type=float, default=28.0)
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "capacity.json")
+    parser.add_argument(
+        "--profile", action="store_true", help="py-spy the worker (collapsed stacks in the logs)"
+    )
+    args = parser.parse_args()
+    if args.cmd == "humans":
+        asyncio.run(_humans(args.url, args.rooms.split(","), args.warmup, args.window, args.out))
+        return 0
+    logs = args.out.parent / "capacity-logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    servers = Servers()
+    runs: list[Run] = []
+    try:
+        for rep in range(args.reps):
+            for n in args.n:
+                order = args.systems if (rep + n) % 2 == 0 else list(reversed(args.systems))
+                for system in order:
+                    run = run_once(servers, system, n, rep, args.warmup, args.window, logs, args.profile)
+                    runs.append(run)
+                    print(
+                        f"{system:>10} N={n:<3} rep={rep} cpu/room={run.cpu_per_room:.3f} rss={run.rss_mb:.0f} "
+                        f"p50={run.p50:.0f} p95={run.p95:.0f} answered={run.answered}/{run.utterances} "
+                        f"missed={run.missed_announced}+{run.missed_silent} load={run.load_avg} "
+                        f"wload={max(run.worker_load) if run.worker_load else '-'} crashed={run.crashed} {run.error}",
+                        flush=True,
+                    )
+                    args.out.write_text(
+                        json.dumps([asdict(r) | {"p50": r.p50, "p95": r.p95} for r in runs], indent=1)
+                    )
+    finally:
+        servers.close()
+    print(report(runs))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

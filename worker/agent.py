@@ -157,7 +157,14 @@ class Agent:
     def check(self) -> None:
         """Refuse settings that this agent's mode would ignore (a clear :class:`ConfigError`)."""
         settings = self.settings
-        explicit = settings.model_fields_set
+        defaults = WorkerSettings.model_fields
+        # set, and to something other than its default (a copied .env.example may spell defaults out)
+        explicit = {
+            name
+            for name in settings.model_fields_set
+            if name in defaults
+            and getattr(settings, name) != defaults[name].get_default(call_default_factory=True)
+        }
         playbook_mode = self.playbook is not None or settings.playbook is not None
         problems: list[str] = []
         if playbook_mode and "system_prompt" in explicit and self.instructions is None:

@@ -65,6 +65,7 @@ def test_instructions_and_playbook_exclude_each_other() -> None:
 
 def test_settings_a_mode_would_ignore_are_refused() -> None:
     Agent(settings=settings(FLOOR_POLICY="name", WAKE_WORDS="robo")).check()  # applies: fine
+    Agent(settings=settings(FLOOR_ATTRIBUTE="llmrtc.floor")).check()  # the default spelt out: fine
     cases = [
         (settings(WAKE_WORDS="robo"), "WAKE_WORDS"),
         (settings(FLOOR_ATTRIBUTE="x.floor"), "FLOOR_ATTRIBUTE"),

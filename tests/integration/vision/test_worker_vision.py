@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from livekit import api
+from livekit import api, rtc
 
 from signalling.devserver.server import DevServer
 from tests.fixtures import fixture_path
@@ -56,6 +56,28 @@ class Rig:
     dev: DevServer
     fake: OpenAIFake
     workers: dict[str, WorkerProcess]
+    bg: BackgroundLoop
+
+    def agent_video(self, room: str) -> set[tuple[str, str]]:
+        """``(publisher identity, track name)`` of the video the agent is subscribed to, on the server."""
+
+        async def read() -> set[tuple[str, str]]:
+            state = self.dev.rooms.get(room)
+            if state is None:
+                return set()
+            tracks = {
+                sid: (p.identity, t) for p in state.participants.values() for sid, t in p.tracks.items()
+            }
+            out: set[tuple[str, str]] = set()
+            for agent in state.participants.values():
+                if agent.is_agent and agent.session is not None:
+                    for sid in getattr(agent.session, "subscriptions", {}):  # the signal handler's
+                        owner, track = tracks.get(sid, ("", None))
+                        if track is not None and track.kind == "video":
+                            out.add((owner, track.name))
+            return out
+
+        return self.bg.run(read())
 
 
 @pytest.fixture(scope="module")
@@ -85,7 +107,7 @@ def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
             workers[agent] = WorkerProcess(env, log).start()  # both start at once
         for proc in workers.values():
             proc.wait_registered(90)
-        yield Rig(dev, fake, workers)
+        yield Rig(dev, fake, workers, bg)
     finally:
         for agent, proc in workers.items():
             proc.stop()
@@ -121,14 +143,18 @@ class Room:
         jwt = dispatch_token(identity, name, self.name, self.agent, attributes)
         human = await Human(self.rig.dev.url, self.name, identity, name, jwt=jwt).join()
         self.humans.append(human)
+
+        def no_video(track: rtc.Track, publication: rtc.RemoteTrackPublication, *_: object) -> None:
+            if track.kind == rtc.TrackKind.KIND_VIDEO:  # humans need not watch each other: less CPU
+                publication.set_subscribed(False)
+
+        human.room.on("track_subscribed", no_video)
         return human
 
     async def show(
         self, human: Human, color: tuple[int, int, int], word: str, *, screen: bool = False
     ) -> None:
         """Publish a 960x540 VP8 picture at 5 fps as ``human``'s camera (or screen share)."""
-        from livekit import rtc
-
         source = rtc.TrackSource.SOURCE_SCREENSHARE if screen else rtc.TrackSource.SOURCE_CAMERA
         track = PictureTrack(picture(color, word, 960, 540), fps=5, source=source, name=word.lower())
         self.tracks.append(track)
@@ -136,6 +162,14 @@ class Room:
 
     def log(self) -> str:
         return self.rig.workers[self.agent].output()
+
+    async def wait_video(self, expected: set[tuple[str, str]], within: float = 20.0) -> None:
+        """Until the agent's video subscriptions on the server are exactly ``expected``."""
+        deadline = time.monotonic() + within
+        while (now := self.rig.agent_video(self.name)) != expected:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"the agent subscribes to {now}, expected {expected}")
+            await asyncio.sleep(0.2)
 
     async def wait_kept(self, identity: str, source: str, within: float = 30.0) -> None:
         """Until the worker reads ``identity``'s ``source`` track (its log says so)."""
@@ -152,11 +186,17 @@ class Room:
         first = len(self.rig.fake.chat_requests)
         start = len(human.events)
         await human.say(fixture_path("see_16k"))
-        _, end = await human.wait_for(lambda e: e["type"] == "turn_end", within=60, start=start)
+
+        def mine(e: dict[str, Any]) -> bool:
+            return e["type"] == "turn_start" and human.identity in e["participant_identities"]
+
+        _, began = await human.wait_for(mine, within=60, start=start)
+        tid = began["turn_id"]
+        _, end = await human.wait_for(lambda e: e["type"] == "turn_end" and e["turn_id"] == tid, 60, start)
         assert end["outcome"] == "completed", end
-        turns = [e["turn_id"] for _, e in human.events[start:] if e["type"] == "turn_start"]
+        turns = [e["turn_id"] for _, e in human.events[start:] if mine(e)]
         heard = [e["text"] for _, e in human.events[start:] if e["type"] == "transcript"]
-        assert turns == [end["turn_id"]], f"one question, one turn: {heard}"
+        assert turns == [tid], f"one question, one turn: {heard}"
         return first, end
 
     async def close(self) -> None:
@@ -213,6 +253,7 @@ async def test_turn_mode_sends_the_speakers_camera_then_their_screen_share(rig: 
     await room.show(alice, RED, "HELLO")
     await room.show(bob, BLUE, "SECRET")
     await room.wait_kept("alice", "camera")
+    await room.wait_video({("alice", "hello")})  # Bob's camera is not even subscribed
 
     # Alice asks: her camera rides along with her turn
     first, end = await room.ask(alice)
@@ -245,6 +286,13 @@ async def test_turn_mode_sends_the_speakers_camera_then_their_screen_share(rig: 
     # history keeps a note, not the bytes: the earlier turn's image is not sent again
     assert [m for m in fake.chat_requests[again]["messages"] if "image seen, not kept" in str(m["content"])]
 
+    # Alice changes her mind during the call: her video is unsubscribed at once and her turns carry no image
+    await alice.room.local_participant.set_attributes(NO_VISION)
+    await room.wait_video(set())
+    looks = len(alice.of_type("vision"))
+    last, _ = await room.ask(alice)
+    assert not [i for i, _ in fake.images if i >= last] and len(alice.of_type("vision")) == looks
+
 
 async def test_look_tool_returns_the_right_participants_frame(rig: Rig, rooms: Any) -> None:
     room: Room = rooms("vision-tool-1", TOOL_AGENT)
@@ -258,6 +306,7 @@ async def test_look_tool_returns_the_right_participants_frame(rig: Rig, rooms: A
     await room.show(bob, GREEN, "BOB")
     await room.wait_kept("carol", "camera")
     await room.wait_kept("alice", "camera")
+    await room.wait_video({("alice", "alice"), ("carol", "carol")})
 
     # Alice asks what Carol shows: the LLM looks at Carol's camera and gets her frame
     fake.replies.extend([ToolCallReply("look", {"participant": "Carol", "source": "camera"}), "A blue card."])

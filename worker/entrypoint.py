@@ -39,6 +39,7 @@ from worker.load import load_fnc, watch_loop
 from worker.observability import READINESS, process_metrics, room_closed, room_opened
 from worker.persistence import PersistentConversation, RoomPersistence
 from worker.room import RoomIO
+from worker.room_vision import RoomVision
 from worker.session import RoomSession
 from worker.shedding import cannot_serve, refuse_offer, serve_busy
 from worker.store import process_session_store
@@ -101,6 +102,7 @@ async def entrypoint(ctx: JobContext) -> None:
         return
     room_io.set_agent_state("initializing")
     session: RoomSession | None = None
+    vision: RoomVision | None = None
     mcp: MCPToolset | None = None
     persistence: RoomPersistence | None = None
     ended_empty = False
@@ -109,6 +111,17 @@ async def entrypoint(ctx: JobContext) -> None:
     try:
         tools = agent.create_tools()
         mcp = await agent.open_mcp(tools)  # the room's MCP servers' tools join its registry
+        vision = RoomVision.create(  # VISION=off: None, and no video is subscribed
+            settings.vision_config(),
+            llm=providers.llm,
+            vision=providers.vision,
+            send=room_io.send,
+            metrics=metrics,
+            room_name=room.name,
+        )
+        if vision is not None:
+            vision.add_tools(tools)  # VISION=tool: the look tool
+            vision.start(room)  # subscribe to the humans' cameras and screen shares
         conversation = build_conversation(
             settings,
             providers,
@@ -130,6 +143,7 @@ async def entrypoint(ctx: JobContext) -> None:
             ListenerFactory(settings, engine),
             room_name=room.name,
             metrics=metrics,
+            attachments=vision.attachments if vision is not None and vision.mode == "turn" else None,
         )
         await room_io.start(session)
         session.start()
@@ -156,6 +170,8 @@ async def entrypoint(ctx: JobContext) -> None:
             if session.shutdown_turn and persistence is not None and not room.isconnected():
                 # its turn_end could not reach the room: the worker that takes the room over sends it
                 persistence.mark_lost(session.shutdown_turn)
+        if vision is not None:
+            await vision.aclose()
         if persistence is not None:
             # the last human left: the room ended normally (its state expires after SESSION_TTL_S, or
             # goes now with SESSION_DELETE_ON_END); otherwise keep it for the worker that takes over

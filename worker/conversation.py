@@ -156,7 +156,8 @@ class OrchestratorConversation:
         yield TTSStartEvent(turn_id)
         if playout is not None:
             playout.start()
-        async for chunk in self._tts.speak_stream(text):
+        tts = self.orchestrator.speech.deadlines.tts(self._tts)  # TTS_FIRST_BYTE_TIMEOUT_S bounds it too
+        async for chunk in tts.speak_stream(text):
             if playout is not None:
                 playout.feed(chunk.pcm, chunk.sample_rate, text, False, chunk.words)
             yield TTSAudioEvent(turn_id, chunk, text, 0)

@@ -162,7 +162,7 @@ async def test_an_llm_answer_its_sdk_cannot_parse_fails_as_a_provider_response_e
 
     o = orch(Garbled([]))
     out = await asyncio.wait_for(o.run_text_turn("hi", speak=False), 5)
-    assert isinstance(out.error, ProviderResponseError)
+    assert isinstance(out.error, ProviderResponseError) and out.error.retryable
     errors = [e for e in out.events if isinstance(e, ErrorEvent)]
     assert len(errors) == 1 and errors[0].component == "llm"
     assert o.history[0].content == "hi"

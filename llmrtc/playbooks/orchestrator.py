@@ -736,7 +736,9 @@ class PlaybookOrchestrator:
             extra=self._log_ids(turn_id),
         )
         return ProviderResponseError(
-            f"the LLM's answer could not be read: {type(exc).__name__}: {exc}", provider=self.llm.name
+            f"the LLM's answer could not be read: {type(exc).__name__}: {exc}",
+            provider=self.llm.name,
+            retryable=True,  # a garbled answer may not happen again
         )
 
     # ------------------------------------------------------------------------------------------ tools

@@ -375,6 +375,16 @@ class TurnSegmenter(Segmenter):
         except Exception:
             logger.exception("end-of-turn event callback failed")
 
+    @property
+    def utterance_windows(self) -> int:
+        """Windows of the utterance in progress so far, pre-roll included (0 outside an utterance)."""
+        return len(self._buf) if self.speaking else 0
+
+    def utterance_pcm(self, start_window: int = 0) -> bytes:
+        """The audio of the utterance in progress from window ``start_window`` on (pre-roll included):
+        with 0, what ``SpeechEnd.pcm`` would start with. Empty outside an utterance."""
+        return b"".join(self._buf[start_window:]) if self.speaking else b""
+
     def flush(self) -> list[SegmenterEvent]:
         """End of stream: close an utterance in progress (see :meth:`Segmenter.flush`)."""
         if self._pending is not None and not self._pending.done():

@@ -62,8 +62,14 @@ def run_agent(agent: Agent, args: list[str]) -> int:
 
             s = agent.settings
             return supervise(processes, metrics_port=s.metrics_port, drain_timeout_s=s.drain_timeout_s)
+    shared_metrics: str | None = None
+    serving = not wants_help and args[0] in ("dev", "start")  # the settings were checked just above
+    if serving and agent.settings.metrics_port is not None and agent.settings.executor == "process":
+        from worker.observability import share_job_metrics
+
+        shared_metrics = share_job_metrics()  # before livekit-agents imports prometheus_client
     from worker.entrypoint import check_startup, server_for
-    from worker.observability import READINESS, ObservabilityServer
+    from worker.observability import READINESS, ObservabilityServer, end_job_metrics
 
     try:
         settings = agent.settings
@@ -98,6 +104,7 @@ def run_agent(agent: Agent, args: list[str]) -> int:
         close_process_session_store()  # the store the jobs of this process shared
         if metrics_server is not None:
             metrics_server.stop()
+        end_job_metrics(shared_metrics)
     return 0
 
 

@@ -10,12 +10,21 @@ never delays a scrape:
 - ``GET /healthz``: liveness (``200`` while the process serves);
 - ``GET /readyz``: ``200`` once the worker registered with LiveKit, the VAD model is loaded and the
   providers were built; ``503`` (with the reasons) before that and while draining.
+
+With ``WORKER_EXECUTOR=process`` every job runs in a process of its own: :func:`share_job_metrics` (called
+by the CLI before livekit-agents is imported) puts ``prometheus_client`` in its multiprocess mode
+(``PROMETHEUS_MULTIPROC_DIR``, a private temporary directory), so each process's observations go to files
+there and ``/metrics`` serves the sum over the worker and all its job processes.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import shutil
+import sys
+import tempfile
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -27,6 +36,51 @@ log = logging.getLogger("llmrtc.worker.observability")
 
 _LOCK = threading.Lock()
 _METRICS: PrometheusMetrics | None = None
+
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+
+def share_job_metrics() -> str | None:
+    """Make every job process's metrics reach this process's ``/metrics`` (``WORKER_EXECUTOR=process``).
+
+    Sets ``PROMETHEUS_MULTIPROC_DIR`` to a new private directory (unless already set), which the job
+    processes inherit. Must run before ``prometheus_client`` is imported here (livekit-agents imports it);
+    when it was, nothing changes and a warning says that job metrics stay in the job processes. Returns the
+    directory it made (for :func:`end_job_metrics`), or ``None``.
+    """
+    if os.environ.get(MULTIPROC_ENV):
+        return None
+    if "prometheus_client" in sys.modules:
+        log.warning(
+            "prometheus_client was imported before the worker started: job-process metrics stay local"
+        )
+        return None
+    path = tempfile.mkdtemp(prefix="llmrtc-metrics-")
+    os.environ[MULTIPROC_ENV] = path
+    return path
+
+
+def end_job_metrics(path: str | None) -> None:
+    """Remove the directory :func:`share_job_metrics` made."""
+    if path:
+        shutil.rmtree(path, ignore_errors=True)
+        if os.environ.get(MULTIPROC_ENV) == path:
+            del os.environ[MULTIPROC_ENV]
+
+
+def render_metrics() -> bytes:
+    """What ``/metrics`` serves: this process's registry, or in multiprocess mode the sum over every
+    process of the worker (this one included)."""
+    path = os.environ.get(MULTIPROC_ENV)
+    if not path:
+        return process_metrics().render()
+    from prometheus_client import CollectorRegistry, generate_latest, multiprocess
+
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry, path=path)  # type: ignore[no-untyped-call]
+    data: bytes = generate_latest(registry)
+    return data
 
 
 def process_metrics() -> PrometheusMetrics:
@@ -158,7 +212,7 @@ class ObservabilityServer:
     async def _metrics(self, request: Any) -> Any:
         from aiohttp import web
 
-        body = process_metrics().render()
+        body = render_metrics()
         return web.Response(body=body, headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
 
     async def _healthz(self, request: Any) -> Any:
@@ -193,8 +247,11 @@ __all__ = [
     "READINESS",
     "ObservabilityServer",
     "Readiness",
+    "end_job_metrics",
     "humans_in_room",
     "process_metrics",
+    "render_metrics",
     "room_closed",
     "room_opened",
+    "share_job_metrics",
 ]

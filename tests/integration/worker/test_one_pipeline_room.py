@@ -55,10 +55,8 @@ class Recording:
     hook_log: Path
 
 
-@pytest.fixture(scope="module")
-def recording(servers: Servers, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Recording]:
+def _start(servers: Servers, tmp: Path, executor: str) -> Recording:
     dev, fake, _ = servers
-    tmp = tmp_path_factory.mktemp("one-pipeline")
     hook_log = tmp / "hooks.jsonl"
     env = {
         "LIVEKIT_URL": dev.url,
@@ -67,7 +65,7 @@ def recording(servers: Servers, tmp_path_factory: pytest.TempPathFactory) -> Ite
         "AGENT_NAME": "",
         "VAD_MIN_SILENCE_MS": "500",
         "RESUME_FALSE_INTERRUPTION": "false",  # a barge-in cancels the turn at once
-        "WORKER_EXECUTOR": "thread",
+        "WORKER_EXECUTOR": executor,
         "METRICS_PORT": "0",
         "METRICS_HOST": "127.0.0.1",
         "HOOK_LOG": str(hook_log),
@@ -78,10 +76,21 @@ def recording(servers: Servers, tmp_path_factory: pytest.TempPathFactory) -> Ite
         proc.wait_registered(90)
         port = re.search(r"metrics and health on port (\d+)", proc.output())
         assert port, proc.output()[-3000:]
-        yield Recording(proc, f"http://127.0.0.1:{port.group(1)}/metrics", hook_log)
-    finally:
+    except BaseException:
         proc.stop()
         print(proc.output()[-6000:])
+        raise
+    return Recording(proc, f"http://127.0.0.1:{port.group(1)}/metrics", hook_log)
+
+
+@pytest.fixture(scope="module")
+def recording(servers: Servers, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Recording]:
+    rec = _start(servers, tmp_path_factory.mktemp("one-pipeline"), "thread")
+    try:
+        yield rec
+    finally:
+        rec.worker.stop()
+        print(rec.worker.output()[-6000:])
 
 
 @dataclass
@@ -136,20 +145,18 @@ def _hooks(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-async def test_two_turns_metrics_and_every_hook_point_in_order(
-    servers: Servers, recording: Recording
-) -> None:
+async def _two_turns_then_metrics(servers: Servers, recording: Recording, room: str, identity: str) -> None:
+    """Two spoken turns in ``room``; then ``/metrics`` holds two observations in each turn histogram."""
     dev, fake, _ = servers
     fake.transcripts.extend(["What is the capital of France?", "And the capital of Germany?"])
     fake.replies.extend(["The capital of France is Paris.", "The capital of Germany is Berlin."])
-    alice = await Listener(dev.url, "one-pipeline-metrics", "alice-m", "Alice").join()
+    alice = await Listener(dev.url, room, identity, "Alice").join()
     try:
         await _ready(alice)
-        for n, wav in enumerate(("capital_16k", "hello_16k")):
+        for wav in ("capital_16k", "hello_16k"):
+            mark = len(alice.events)
             await alice.say(fixture_path(wav))
-            _, end = await alice.wait_for(
-                lambda e: e["type"] == "turn_end", within=60, start=len(alice.events) if n else 0
-            )
+            _, end = await alice.wait_for(lambda e: e["type"] == "turn_end", within=60, start=mark)
             assert end["outcome"] == "completed", end
         metrics = await asyncio.to_thread(_scrape, recording.metrics_url)
         for name in (
@@ -162,6 +169,12 @@ async def test_two_turns_metrics_and_every_hook_point_in_order(
             assert _histogram_counts(metrics, name) == 2, f"{name}: {_histogram_counts(metrics, name)}"
     finally:
         await alice.leave()
+
+
+async def test_two_turns_metrics_and_every_hook_point_in_order(
+    servers: Servers, recording: Recording
+) -> None:
+    await _two_turns_then_metrics(servers, recording, "one-pipeline-metrics", "alice-m")
     deadline = time.monotonic() + 20
     while not any(h["hook"] == "on_disconnect" for h in _hooks(recording.hook_log)):
         assert time.monotonic() < deadline, [h["hook"] for h in _hooks(recording.hook_log)]
@@ -271,3 +284,15 @@ async def test_barge_in_heard_text_is_what_the_listener_received(
     )
     assistant = [m for m in request["messages"] if m["role"] == "assistant"]
     assert assistant and assistant[-1]["content"] == heard
+
+
+async def test_metrics_of_job_processes_reach_the_workers_endpoint(servers: Servers, tmp_path: Path) -> None:
+    """``WORKER_EXECUTOR=process``: each job has its own process, and ``/metrics`` still counts its turns."""
+    recording = await asyncio.to_thread(_start, servers, tmp_path, "process")
+    try:
+        await _two_turns_then_metrics(servers, recording, "one-pipeline-process", "alice-p")
+        pids = {h["pid"] for h in _hooks(recording.hook_log) if h["hook"] == "on_turn_start"}
+        assert recording.worker.proc is not None and pids and recording.worker.proc.pid not in pids
+    finally:
+        recording.worker.stop()
+        print(recording.worker.output()[-4000:])

@@ -154,6 +154,24 @@ class Playout:
             self._open = None
         self._data.set()
 
+    def truncate_open(self, chars_per_s: float = 14.0) -> None:
+        """The sentence being fed gets no more audio (its synthesis failed or was stopped): from now on its
+        words count by the share of its *expected* audio that was played, not of the audio that came.
+
+        The expected length comes from the speech rate of this turn's finished sentences, else from
+        ``chars_per_s``; without word timings this is an estimate, like every partial sentence.
+        """
+        segment = self._open
+        if segment is None or not segment.text.strip() or not self._rate:
+            return
+        done = [s for s in self._segments if s.text.strip()]
+        chars = sum(len(s.text) for s in done)
+        per_char = sum(s.end - s.start for s in done) / chars if chars else self._rate * 2 / chars_per_s
+        expected = segment.start + int(len(segment.text) * per_char) // 2 * 2
+        segment.end = max(segment.end, expected)
+        self._segments.append(segment)
+        self._open = None
+
     def finish(self) -> None:
         """Everything was fed: :meth:`run` ends once it was played."""
         for resampler in self._resamplers.values():  # the resamplers' last samples

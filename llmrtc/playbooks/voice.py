@@ -234,6 +234,8 @@ class VoicePlaybookOrchestrator(VoiceOrchestratorBase[SpeechTurn]):
                 # turn ends in that error, without a tts_complete
                 turn.outcome = "error"
                 turn.interrupted = True
+                if playout is not None:
+                    playout.truncate_open()  # a sentence cut by the failure counts by the share played
                 self._note_heard(turn)
                 raise asyncio.CancelledError
             if playout is None and speaker is not None and speaker.started:
@@ -273,6 +275,7 @@ class VoicePlaybookOrchestrator(VoiceOrchestratorBase[SpeechTurn]):
                 elif isinstance(event, ErrorEvent):
                     emitter.drop(round_no)
                     if turn.playout is not None:
+                        turn.playout.truncate_open()
                         turn.playout.stop()  # the turn failed: what was played so far is what was heard
                     emitter.emit(event)
                 elif isinstance(event, TurnCompleteEvent):

@@ -9,14 +9,16 @@ import asyncio
 import json
 import logging
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 
-from llmrtc.errors import ProviderServerError
+from llmrtc.errors import ProviderConnectionError, ProviderServerError
 from llmrtc.orchestrator import ConversationOrchestrator, ConversationProviders, OrchestratorConfig
 from llmrtc.sessions import InMemorySessionStore, SessionStore
 from llmrtc.testing import FakeSTT, FakeTTS, ScriptedLLM
+from llmrtc.types import TTSChunk, TTSConfig
 from tests.unit.worker.conftest import FakeListener, FakeRoom
 from worker.config import WorkerSettings
 from worker.conversation import OrchestratorConversation
@@ -45,10 +47,11 @@ class Room:
         *,
         store: SessionStore | None = None,
         config: dict[str, Any] | None = None,
+        tts: FakeTTS | None = None,
         **settings: Any,
     ) -> None:
         self.llm = ScriptedLLM(replies)
-        self.tts = FakeTTS(chars_per_second=15.0)
+        self.tts = tts or FakeTTS(chars_per_second=15.0)
         self.stt = FakeSTT(transcripts or [])
         self.orchestrator = ConversationOrchestrator(
             ConversationProviders(llm=self.llm, stt=self.stt, tts=self.tts),
@@ -166,6 +169,38 @@ async def test_tts_failure_mid_answer_records_what_was_heard_and_sends_no_tts_co
         assert end.heard_text == "First part is fine."
         assert r.said() == [("user", "Go on."), ("assistant", "First part is fine.")]
         assert r.orchestrator.history[-1].interrupted
+    finally:
+        await r.close()
+
+
+class CutTTS(FakeTTS):
+    """Sentences with BROKEN get a quarter of their audio, in pieces, then the stream breaks."""
+
+    async def speak_stream(self, text: str, config: TTSConfig | None = None) -> AsyncIterator[TTSChunk]:
+        if "BROKEN" not in text:
+            async for chunk in super().speak_stream(text, config):
+                yield chunk
+            return
+        pcm = self.render(text)
+        quarter = len(pcm) // 8 * 2
+        step = quarter // 10 * 2
+        for start in range(0, quarter, step):  # the speaker holds the last piece back: ~a fifth is played
+            yield TTSChunk(pcm=pcm[start : start + step], sample_rate=self.sample_rate)
+        raise ProviderConnectionError("the stream broke", provider=self.name)
+
+
+async def test_a_sentence_cut_by_the_tts_counts_only_the_words_played() -> None:
+    second = "Then this BROKEN sentence has quite a few more words in it."
+    r = await Room([f"First part is fine. {second}"], tts=CutTTS(chars_per_second=15.0)).start()
+    try:
+        r.session.on_data("alice", _text("Go on."))
+        _, end = await _ended(r)
+        assert end.outcome == "error"
+        heard = end.heard_text
+        assert heard.startswith("First part is fine. Then")
+        kept = heard.removeprefix("First part is fine. ").split()
+        assert 1 <= len(kept) <= 5 < len(second.split()), heard  # about a quarter of the sentence
+        assert r.said()[-1] == ("assistant", heard)
     finally:
         await r.close()
 

@@ -105,6 +105,11 @@ class ParticipantListener:
         self._task = asyncio.create_task(self._run(), name=f"llmrtc-listener-{identity}")
 
     @property
+    def stream_time_s(self) -> float:
+        """Seconds of this participant's audio the VAD and the segmenter have processed."""
+        return self._listener.segmenter.time_s
+
+    @property
     def agent_speaking(self) -> bool:
         return self._listener.agent_speaking
 

@@ -787,13 +787,18 @@ class PlaybookOrchestrator:
             else:
                 to_execute.append(call)
         try:
+            metadata = {"stage": self.engine.current_stage.id, "speaker": turn.user.name}
+            context = ToolContext(self.session_id, turn.turn_id, None, metadata)
             gate = self._tool_gates.get(turn.turn_id)
-            if gate is not None and not all(self._side_effect_free(c.name) for c in to_execute):
-                # a preemptive reply: calls that change something wait for the confirmed turn
-                await gate()
+            if gate is not None:
+                # a preemptive reply: side-effect-free calls run now, the others once the turn is confirmed
+                early = [c for c in to_execute if self._side_effect_free(c.name)]
+                if early and len(early) < len(to_execute):
+                    await self.executor.execute(early, context, on_result=record)
+                    to_execute = [c for c in to_execute if c.call_id not in done]
+                if to_execute and not all(self._side_effect_free(c.name) for c in to_execute):
+                    await gate()
             if to_execute:
-                metadata = {"stage": self.engine.current_stage.id, "speaker": turn.user.name}
-                context = ToolContext(self.session_id, turn.turn_id, None, metadata)
                 # on cancellation the executor cancels "cancel" tools and lets "finish" ones complete;
                 # every result that completed reaches record() either way
                 await self.executor.execute(to_execute, context, on_result=record)

@@ -10,7 +10,10 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import itertools
+import os
+import subprocess
 import sys
+import wave
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
@@ -110,3 +113,31 @@ async def test_own_services_agent_answers_in_a_room(stack: Stack, executor: str,
     finally:
         worker.stop()
         print(worker.output()[-4000:])
+
+
+def test_own_services_agent_in_the_console(stack: Stack, tmp_path: Path) -> None:
+    """``python examples/own_services/agent.py console``: typed text and a WAV, through the same classes."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("LIVEKIT_", "OPENAI_"))}
+    env.update(
+        SERVICES_URL=f"http://127.0.0.1:{stack.port}/api/v1",
+        LLMRTC_ENV_FILE=str(tmp_path / "no.env"),
+        PYTHONPATH=str(ROOT),
+    )
+    wav_out = tmp_path / "agent.wav"
+    args = ["--say", "What can you do?", "--wav", str(fixture_path("capital_16k")), "--out", str(wav_out)]
+    out = subprocess.run(
+        [sys.executable, str(EXAMPLE / "agent.py"), "console", *args],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
+    assert "[agent] I answer questions through your own speech, language and voice services." in out.stdout
+    assert f"[You] {QUESTION}" in out.stdout and f"[agent] {ANSWER}" in out.stdout
+    assert out.stdout.count("[turn completed]") == 2
+    with wave.open(str(wav_out)) as wav:
+        seconds = wav.getnframes() / wav.getframerate()
+    spoken = len("I answer questions through your own speech, language and voice services.") + len(ANSWER)
+    assert seconds == pytest.approx(spoken * 0.055, abs=0.3)

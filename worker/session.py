@@ -266,6 +266,8 @@ class RoomSession:
         self._barge: _BargeIn | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._loop_task: asyncio.Task[None] | None = None
+        self._free_since = 0.0
+        """When the agent last became free (its previous turn ended): queueing behind an answer is not lateness."""
         self._empty = asyncio.Event()
         self._agent_speaking = False
         self._closed = False
@@ -843,6 +845,7 @@ class RoomSession:
                     with contextlib.suppress(asyncio.CancelledError):
                         await turn.task
                 self._turn = None
+                self._free_since = time.monotonic()
                 if self._barge is not None and self._barge.turn is turn:
                     self._resolve_barge_in(confirmed=False)
                 if not self._closed:
@@ -885,7 +888,7 @@ class RoomSession:
         log.info("turn started (%s)", first.source, extra=extra)
         speakers = [] if first.source == "greeting" else [u.identity for u in batch]
         self._room.send(TurnStartMsg(turn_id=tid, participant_identities=speakers, source=first.source))
-        waited_s = time.monotonic() - first.at
+        waited_s = time.monotonic() - max(first.at, self._free_since)
         if first.source != "greeting" and waited_s > self.settings.turn_late_s:  # late, and said so
             log.warning("turn starts %.1f s after the speech ended", waited_s, extra=extra)
             self._metrics.increment(MetricNames.WORKER_SHED, 1, {"what": "late_turn"})

@@ -861,6 +861,9 @@ class RoomSession:
         turn = self._turn
         if turn is None or turn.task is None or turn.task.done():
             return
+        if turn.preempt is not None:  # a held preemptive reply: nobody heard or saw it, drop it unrecorded
+            self._drop_preempt(turn.preempt, reason)
+            return
         turn.cancel_reason = reason
         turn.cancelled_by = by
         turn.playout.pause()

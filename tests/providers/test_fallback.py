@@ -147,7 +147,8 @@ def test_chain_rules() -> None:
     with pytest.raises(ConfigError):
         FallbackLLM([])
     a = OpenAILLMProvider(api_key="k")
-    b = OllamaLLMProvider()
+    b = OllamaLLMProvider(model="llava")  # a model that sees: the chain sees only if every member does
     caps = FallbackLLM([a, b]).capabilities
     assert caps.tools and caps.vision and caps.streaming_tools
+    assert not FallbackLLM([a, OllamaLLMProvider(model="llama3.2")]).capabilities.vision
     assert FallbackSTT([FasterWhisperSTTProvider()]).name == "fallback(faster-whisper)"

@@ -224,6 +224,8 @@ class _Turn:
     cancel_reason: CancelReason = "barge_in"
     cancelled_by: str | None = None
     failed: bool = False
+    late_told: bool = False
+    """``turn_late`` was sent (or the turn is a greeting, which is never late)."""
     preempt: Preemptive | None = None
     """Set while the turn is a preemptive reply not confirmed yet: held, silent, recorded by nobody."""
 
@@ -853,7 +855,12 @@ class RoomSession:
 
     def _on_first_audio(self, turn: _Turn) -> None:
         # what the person perceives: from the end of their speech to the agent's first audio
-        self._metrics.timing(MetricNames.TURN_FIRST_AUDIO, (time.monotonic() - turn.ended_at) * 1000)
+        waited_s = time.monotonic() - turn.ended_at
+        self._metrics.timing(MetricNames.TURN_FIRST_AUDIO, waited_s * 1000)
+        if not turn.late_told and waited_s > self.settings.turn_late_s:  # started in time, plays late
+            turn.late_told = True
+            self._metrics.increment(MetricNames.WORKER_SHED, 1, {"what": "late_turn"})
+            self._room.send(late_turn_event(turn.turn_id, waited_s))
         self._room.send(TTSStartMsg(turn_id=turn.turn_id))
         self._set_agent_speaking(True)
 
@@ -892,7 +899,9 @@ class RoomSession:
         speakers = [] if first.source == "greeting" else [u.identity for u in batch]
         self._room.send(TurnStartMsg(turn_id=tid, participant_identities=speakers, source=first.source))
         waited_s = time.monotonic() - max(first.at, self._free_since)
+        turn.late_told = first.source == "greeting"
         if first.source != "greeting" and waited_s > self.settings.turn_late_s:  # late, and said so
+            turn.late_told = True
             log.warning("turn starts %.1f s after the speech ended", waited_s, extra=extra)
             self._metrics.increment(MetricNames.WORKER_SHED, 1, {"what": "late_turn"})
             self._room.send(late_turn_event(tid, waited_s))

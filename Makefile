@@ -5,7 +5,7 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 TORCH   := torch==2.13.0
 
-.PHONY: setup dev test lint typecheck pytest bench web fixtures clean
+.PHONY: setup dev test lint typecheck pytest bench bench-capacity web fixtures clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -45,6 +45,10 @@ bench: $(STAMP)
 	$(BIN)/python bench/devserver.py
 	$(BIN)/python bench/turn_latency.py
 	$$(command -v taskset >/dev/null && echo taskset -c 0) $(BIN)/python bench/worker_density.py
+
+# llmrtc against LiveKit Agents, N = 1, 4, 8 rooms, 3 interleaved repetitions (about 20 minutes; docs/benchmarks.md)
+bench-capacity: $(STAMP) fixtures
+	$(BIN)/python bench/capacity.py --n 1 4 8 --reps 3
 
 clean:
 	rm -rf $(VENV) web/node_modules signalling/static .pytest_cache .mypy_cache .ruff_cache

@@ -526,8 +526,8 @@ def main() -> int:
     parser.add_argument("--n", type=int, nargs="+", default=[1, 4, 8])
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--systems", nargs="+", default=["llmrtc", "livekit"])
-    parser.add_argument("--warmup", type=float, default=8.0)
-    parser.add_argument("--window", type=float, default=28.0)
+    parser.add_argument("--warmup", type=float, default=6.0)
+    parser.add_argument("--window", type=float, default=21.0)
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "capacity.json")
     parser.add_argument(
         "--profile", action="store_true", help="py-spy the worker (collapsed stacks in the logs)"

@@ -19,7 +19,7 @@ from typing import Protocol
 from livekit import rtc
 
 from worker.load import note_underrun
-from worker.protocol import TOPIC, AgentState, ServerEvent
+from worker.protocol import TOPIC, AgentState, LLMChunkMsg, ServerEvent
 
 log = logging.getLogger("llmrtc.worker.room")
 
@@ -194,6 +194,14 @@ def only_own_frames(stream: rtc.AudioStream) -> None:
         ]
 
 
+@dataclass
+class _Pending:
+    """A queued message that later pieces of the same turn or segment join until it is sent."""
+
+    key: str
+    parts: list[str]
+
+
 class RoomIO:
     """Audio in, agent audio out, data in and out for one room."""
 
@@ -208,6 +216,10 @@ class RoomIO:
         self._outbox_task: asyncio.Task[None] | None = None
         self._agent_writer: rtc.TextStreamWriter | None = None
         self._agent_segment = ""
+        self._chunk: _Pending | None = None
+        """The last queued, not yet sent ``llm_chunk``: later chunks of its turn join it (one message)."""
+        self._delta: _Pending | None = None
+        """The last queued, not yet sent transcription delta: later deltas of its segment join it."""
         self._state: AgentState | None = None
         self._closed = False
 
@@ -314,9 +326,34 @@ class RoomIO:
     # ------------------------------------------------------------------------------------------ outbound
 
     def send(self, event: ServerEvent, destination: list[str] | None = None) -> None:
-        """Send one event on the ``llmrtc`` topic (to everyone, or only to ``destination``)."""
-        payload = event.to_bytes()
+        """Send one event on the ``llmrtc`` topic (to everyone, or only to ``destination``).
+
+        ``llm_chunk`` events that queue up behind a busy outbox are sent as one (their contents joined,
+        in order): fewer messages exactly when the worker is loaded; none are merged when it keeps up.
+        """
         dest = list(destination or [])
+        self._delta = None  # order: no later delta joins one queued before this event
+        if isinstance(event, LLMChunkMsg) and not dest:
+            pending = self._chunk
+            if pending is not None and pending.key == event.turn_id:
+                pending.parts.append(event.content)
+                return
+            pending = _Pending(event.turn_id, [event.content])
+            self._chunk = pending
+            chunk = event
+
+            async def publish_chunk() -> None:
+                if self._chunk is pending:
+                    self._chunk = None
+                merged = chunk.model_copy(update={"content": "".join(pending.parts)})
+                await self.room.local_participant.publish_data(
+                    merged.to_bytes(), reliable=True, topic=TOPIC, destination_identities=[]
+                )
+
+            self._enqueue(publish_chunk)
+            return
+        self._chunk = None  # order: nothing joins a chunk queued before another event
+        payload = event.to_bytes()
 
         async def publish() -> None:
             await self.room.local_participant.publish_data(
@@ -330,6 +367,7 @@ class RoomIO:
         if state == self._state:
             return
         self._state = state
+        self._chunk = self._delta = None
 
         async def update() -> None:
             await self.room.local_participant.set_attributes({ATTR_AGENT_STATE: state})
@@ -340,6 +378,7 @@ class RoomIO:
         """An ``lk.transcription`` of what ``identity`` said, on behalf of their microphone track: interim
         (``final=False``, each one replacing the previous) or final, all of one utterance with ``segment_id``."""
         attrs = {ATTR_FINAL: "true" if final else "false", ATTR_SEGMENT_ID: segment_id}
+        self._chunk = self._delta = None
         track_sid = self.track_sid_of(identity)
         if track_sid:
             attrs[ATTR_TRACK_ID] = track_sid
@@ -354,9 +393,24 @@ class RoomIO:
         self._enqueue(publish)
 
     def agent_transcription(self, segment_id: str, delta: str, final: bool = False) -> None:
-        """Stream the agent's words as one ``lk.transcription`` segment; ``final`` closes it."""
+        """Stream the agent's words as one ``lk.transcription`` segment; ``final`` closes it. Deltas that
+        queue up behind a busy outbox are written as one."""
+        self._chunk = None
+        pending = self._delta
+        if delta and not final and pending is not None and pending.key == segment_id:
+            pending.parts.append(delta)
+            return
+        if delta and not final:
+            pending = _Pending(segment_id, [delta])
+            self._delta = pending
+        else:
+            self._delta = None
+            pending = _Pending(segment_id, [delta])
 
         async def publish() -> None:
+            if self._delta is pending:
+                self._delta = None
+            text = "".join(pending.parts)
             if self._agent_writer is None or self._agent_segment != segment_id:
                 if self._agent_writer is not None:
                     await self._agent_writer.aclose(attributes={ATTR_FINAL: "true"})
@@ -369,8 +423,8 @@ class RoomIO:
                     },
                 )
                 self._agent_segment = segment_id
-            if delta:
-                await self._agent_writer.write(delta)
+            if text:
+                await self._agent_writer.write(text)
             if final:
                 await self._agent_writer.aclose(
                     attributes={

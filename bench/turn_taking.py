@@ -11,8 +11,8 @@ fixed provider delay subtracted below is 0 ms) serve every system in the same ru
   its OpenAI plugins pointed at the same fake, preemptive generation on (its default).
 
 Each system runs as its own worker process; one participant (the official ``livekit`` SDK) joins a room and
-plays corpus clips (``tests/fixtures/turn_corpus.py``) into its microphone in real time, one at a time, and
-records the agent's audio. Per clip: **end of speech -> first agent audio** (the clip's true end of speech,
+plays corpus clips (``tests/fixtures/turn_corpus.py``) into its microphone in real time, each clip in a
+room of its own (so a late answer is never taken for the next clip's), and records the agent's audio. Per clip: **end of speech -> first agent audio** (the clip's true end of speech,
 from when its first sample went out, to the first loud frame of agent audio at the listener; complete
 clips), and for the pause clips whether the agent's audio started before the user had finished (a **false
 endpoint**: it answered inside the mid-sentence pause). **CPU**: the worker process's CPU time over the
@@ -21,7 +21,7 @@ end-of-turn model's CPU per decision measured in this process (thread CPU time, 
 
 Run::
 
-    .venv/bin/python bench/turn_taking.py --runs 3 --clips 6      # ~25 min; --json for the raw numbers
+    .venv/bin/python bench/turn_taking.py --runs 3 --clips 4      # ~25 min; --json for the raw numbers
 """
 
 from __future__ import annotations
@@ -157,26 +157,33 @@ async def play(human: Human, clip: Clip, wav: Path) -> dict[str, Any]:
     row["latency_s"] = first - end_of_speech - FIXED_DELAY_S
     row["false_endpoint"] = first < end_of_speech
     await asyncio.sleep(max(0.0, t0 + clip.duration_s - time.monotonic()))
-    await quiet(human)
     return row
 
 
 async def run_system(
     name: str, dev: DevServer, fake: OpenAIFake, clips: list[tuple[Clip, Path]], tmp: Path, run: int
 ) -> dict[str, Any]:
+    """Each clip in a room of its own (a late answer to one clip can never be taken for the next one's)."""
     proc = start_worker(name, dev, fake, tmp / f"{name}-{run}.log")
     ps = psutil.Process(proc.pid)
-    human = await Human(dev.url, f"bench-{name}-{run}", "user", "User").join()
+    rows: list[dict[str, Any]] = []
+    cpu = 0.0
+    load = os.getloadavg()[0]
     try:
-        await human.wait_agent_state("listening", within=60)
-        await asyncio.sleep(1.0)
-        cpu0 = sum(ps.cpu_times()[:2])
-        rows = [await play(human, clip, wav) for clip, wav in clips]
-        cpu = sum(ps.cpu_times()[:2]) - cpu0
+        for i, (clip, wav) in enumerate(clips):
+            human = await Human(dev.url, f"bench-{name}-{run}-{i}", "user", "User").join()
+            try:
+                await human.wait_agent_state("listening", within=60)
+                await asyncio.sleep(0.5)
+                cpu0 = sum(ps.cpu_times()[:2])
+                rows.append(await play(human, clip, wav))
+                cpu += sum(ps.cpu_times()[:2]) - cpu0
+            finally:
+                await human.leave()
+            await asyncio.sleep(0.5)
     finally:
-        await human.leave()
         stop_worker(proc)
-    return {"system": name, "run": run, "rows": rows, "cpu_s": cpu, "turns": len(rows)}
+    return {"system": name, "run": run, "rows": rows, "cpu_s": cpu, "turns": len(rows), "load": load}
 
 
 def decision_cpu_ms() -> dict[str, float]:

@@ -355,7 +355,10 @@ def test_agent_name_defaults_to_the_token_services(tmp_path: Path, monkeypatch: 
     assert load_settings(None).agent_name == "legacy"
 
 
-async def test_jobs_are_accepted_with_the_display_name() -> None:
+async def test_jobs_are_accepted_with_the_display_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    from worker.load import monitor
+
+    monkeypatch.setattr(monitor(), "last", None)  # this test process's own load is not the worker's
     accepted: list[JobAcceptArguments] = []
 
     async def on_accept(args: JobAcceptArguments) -> None:

@@ -269,6 +269,8 @@ class RoomSession:
         self._tasks: set[asyncio.Task[None]] = set()
         self._loop_task: asyncio.Task[None] | None = None
         self._free_since = 0.0
+        self.usage: dict[str, float] = {}
+        """What this room's completed turns consumed so far (the sum of their ``turn_end.usage``)."""
         """When the agent last became free (its previous turn ended): queueing behind an answer is not lateness."""
         self._empty = asyncio.Event()
         self._agent_speaking = False
@@ -296,6 +298,8 @@ class RoomSession:
         if self._closed:
             return
         self._closed = True
+        if self.usage:
+            log.info("room usage: %s", self.usage, extra={"room": self._room_name, "usage": self.usage})
         if self._turn is not None and self._turn.task is not None:
             self._turn.cancel_reason = "shutdown"
             self._turn.task.cancel()
@@ -932,6 +936,8 @@ class RoomSession:
                     if isinstance(event, TurnCompleteEvent):
                         completed = True
                         usage = _usage(event, batch)
+                        for key, value in usage.items():
+                            self.usage[key] = round(self.usage.get(key, 0.0) + value, 3)
                     self._on_turn_event(turn, event, segment)
             finally:
                 closer = getattr(events, "aclose", None)

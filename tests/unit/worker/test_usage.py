@@ -33,3 +33,22 @@ async def test_usage_metrics_are_counted_by_the_pipeline(make_session: Any) -> N
     tokens = [r for r in metrics.records if r.name == MetricNames.LLM_TOKENS]
     assert sum(chars) == len("Hello there, Alice.")
     assert {dict(r.tags)["direction"] for r in tokens} == {"input", "output"}
+
+
+async def test_the_room_sums_its_turns(make_session: Any) -> None:
+    h = await make_session(["One.", "Two two."])
+    h.join("alice", "Alice")
+    for text in ("first", "second"):
+        h.session.on_data("alice", f'{{"type": "text", "text": "{text}"}}'.encode())
+        await h.room.wait_for(
+            lambda e, t=text: (
+                e.type == "turn_end" and len(h.room.events("turn_end")) == (1 if t == "first" else 2)
+            )
+        )
+    ends = h.room.events("turn_end")
+    assert (
+        h.session.usage["tts_characters"]
+        == sum(e.usage["tts_characters"] for e in ends)
+        == len("One.Two two.")
+    )
+    assert h.session.usage["llm_output_tokens"] == sum(e.usage["llm_output_tokens"] for e in ends)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
@@ -29,6 +30,7 @@ from llmrtc.audio.turn_detection import get_shared_runner
 from llmrtc.audio.vad import VADEngine, get_shared_engine
 from llmrtc.mcp import MCPToolset
 from llmrtc.metrics import MetricNames
+from llmrtc.providers._tls import shared_ssl_context
 from llmrtc.sessions import create_session_store
 from worker.agent import Agent, current_agent
 from worker.config import WorkerSettings, load_settings
@@ -36,7 +38,7 @@ from worker.conversation import Providers, build_conversation
 from worker.errors import error_message
 from worker.listeners import ListenerFactory
 from worker.load import load_fnc, watch_loop
-from worker.observability import READINESS, process_metrics, room_closed, room_opened
+from worker.observability import READINESS, humans_in_room, process_metrics, room_closed, room_opened
 from worker.persistence import PersistentConversation, RoomPersistence
 from worker.room import RoomIO
 from worker.room_vision import RoomVision
@@ -53,6 +55,7 @@ log = logging.getLogger("llmrtc.worker")
 def prewarm(proc: JobProcess) -> None:
     """Load the VAD model (and the end-of-turn model) once per worker process, shared by its jobs."""
     proc.userdata["vad"] = get_shared_engine()
+    shared_ssl_context()  # every room's provider clients share it: no CA bundle loaded on a room's loop
     READINESS.vad_loaded = True
     kind = current_agent().settings.turn_detection
     if kind != "vad":
@@ -143,6 +146,7 @@ async def entrypoint(ctx: JobContext) -> None:
             ListenerFactory(settings, engine),
             room_name=room.name,
             metrics=metrics,
+            on_humans=functools.partial(humans_in_room, room.name),
             attachments=vision.attachments if vision is not None and vision.mode == "turn" else None,
         )
         await room_io.start(session)

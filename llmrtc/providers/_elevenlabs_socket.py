@@ -151,9 +151,16 @@ class ElevenLabsSocket:
         """Connect (the key travels in the ``xi-api-key`` header); failures are mapped."""
         from websockets.asyncio.client import connect
 
+        from llmrtc.providers._tls import shared_ssl_context
+
+        tls: Any = {"ssl": shared_ssl_context()} if url.startswith("wss:") else {}
         try:
             ws = await connect(
-                url, additional_headers={"xi-api-key": api_key}, open_timeout=connect_timeout_s, max_size=None
+                url,
+                additional_headers={"xi-api-key": api_key},
+                open_timeout=connect_timeout_s,
+                max_size=None,
+                **tls,
             )
         except Exception as exc:
             raise map_socket_error(exc) from exc

@@ -110,11 +110,17 @@ class AnthropicLLMProvider(LLMProvider):
                 raise ConfigError(
                     "Anthropic needs the 'anthropic' extra: pip install 'llmrtc[anthropic]'"
                 ) from exc
+            from anthropic import DefaultAsyncHttpxClient
+
+            from llmrtc.providers._tls import shared_ssl_context
+
+            timeout = httpx2.Timeout(self.timeout_s, connect=self.connect_timeout_s)
             self._client = AsyncAnthropic(
                 api_key=self.api_key,
                 base_url=self.base_url,
-                timeout=httpx2.Timeout(self.timeout_s, connect=self.connect_timeout_s),
+                timeout=timeout,
                 max_retries=0,
+                http_client=DefaultAsyncHttpxClient(verify=shared_ssl_context(), timeout=timeout),
             )
         return self._client
 

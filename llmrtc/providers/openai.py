@@ -108,13 +108,20 @@ def make_client(
         from openai import AsyncOpenAI
     except ImportError as exc:
         raise ConfigError("the OpenAI providers need the openai SDK: pip install 'llmrtc[openai]'") from exc
+    from openai import DefaultAsyncHttpx2Client
+
+    from llmrtc.providers._tls import shared_ssl_context
+
+    timeout = httpx2.Timeout(timeout_s, connect=connect_timeout_s)
     return AsyncOpenAI(
         api_key=api_key,
         base_url=base_url,
         organization=organization,
-        timeout=httpx2.Timeout(timeout_s, connect=connect_timeout_s),
+        timeout=timeout,
         max_retries=0,
         default_headers=dict(default_headers) if default_headers else None,
+        # the process's one TLS context: no CA bundle loaded per client (and per room)
+        http_client=DefaultAsyncHttpx2Client(verify=shared_ssl_context(), timeout=timeout),
     )
 
 

@@ -151,7 +151,7 @@ async def test_confirmed_preemptive_reply_plays_and_reuses_its_transcription() -
         await session.aclose()
 
 
-async def test_no_preemption_without_the_setting_or_while_the_agent_is_busy() -> None:
+async def test_no_preemption_without_the_setting() -> None:
     session, _, _, stt, llm = await session_with(["One.", "Two."], preemptive_generation=False)
     try:
         session.on_speech_start("alice")

@@ -146,7 +146,7 @@ async def test_fresh_clone_make_dev_gives_a_working_page(
         if proc.poll() is None:
             os.kill(proc.pid, signal.SIGINT)  # make alone, as a task runner or `kill -INT` would
         try:
-            rc = await asyncio.to_thread(proc.wait, 40)
+            rc = await asyncio.to_thread(proc.wait, 90)  # the whole stack stops; slow on a loaded machine
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             raise

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 
 import pytest
 
@@ -84,7 +85,12 @@ async def test_one_user_asks_a_question(servers: Servers, worker: WorkerProcess,
         assert {"listening", "thinking", "speaking"} <= set(alice.agent_states)
         states = alice.agent_states
         assert states.index("thinking") < states.index("speaking")
-        assert states[-1] == "listening"
+        deadline = time.monotonic() + 10  # the state attribute may trail the last events on a loaded machine
+        while alice.agent_states[-1] != "listening":
+            assert time.monotonic() < deadline, (
+                f"the agent never went back to listening: {alice.agent_states}"
+            )
+            await asyncio.sleep(0.05)
     finally:
         await alice.leave()
 

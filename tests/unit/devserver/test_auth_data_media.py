@@ -21,7 +21,8 @@ from signalling.devserver.signal import JoinRequestError, decode_join_request
 KEY, SECRET = "devkey", "unit-secret-unit-secret-unit-secret!"
 
 
-def _raw(video: dict[str, object], *, exp: int = 600, secret: str = SECRET, sub: str = "alice") -> str:
+def _raw(video: dict[str, object], *, exp: int = 86400, secret: str = SECRET, sub: str = "alice") -> str:
+    # a day: parametrized tokens are made at collection time, and a long suite runs them much later
     now = int(time.time())
     return jwt.encode(
         {"iss": KEY, "sub": sub, "nbf": now - 5, "exp": now + exp, "video": video}, secret, "HS256"

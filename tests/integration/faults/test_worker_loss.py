@@ -14,16 +14,14 @@ so a turn is in flight when its worker goes:
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import signal
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any, TypeVar
 
 import pytest
-from livekit import api, rtc
 
 from signalling.devserver.server import DevServer
 from tests.integration.faults.fault_fake import FaultyOpenAI
@@ -33,9 +31,14 @@ from tests.integration.worker.harness import (
     BackgroundLoop,
     Human,
     WorkerProcess,
+    dispatch_token,
     provider_env,
+    ready_agent,
+    said,
+    serving_worker,
+    wait_until,
 )
-from tests.unit.sessions.redis_server import RedisServer, start_redis
+from tests.unit.sessions.redis_server import RedisServer
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(150)]
 
@@ -58,15 +61,6 @@ def servers() -> Iterator[Servers]:
         bg.run(fake.stop())
         bg.run(dev.stop())
         bg.close()
-
-
-@pytest.fixture(scope="module")
-def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    server = start_redis(tmp_path_factory.mktemp("redis"))
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture(scope="module")
@@ -100,46 +94,6 @@ def workers(
             print(f"---- worker {name}\n{proc.output()[-3000:]}")
 
 
-def _token(identity: str, name: str) -> str:
-    config = api.RoomConfiguration(agents=[api.RoomAgentDispatch(agent_name=AGENT)])
-    return (
-        api.AccessToken(API_KEY, API_SECRET)
-        .with_identity(identity)
-        .with_name(name)
-        .with_grants(api.VideoGrants(room_join=True, room=ROOM))
-        .with_room_config(config)
-        .to_jwt()
-    )
-
-
-async def _wait(probe: Callable[[], T | None], within: float, what: str) -> T:
-    deadline = time.monotonic() + within
-    while True:
-        value = probe()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"waited {within:.0f} s for {what}")
-        await asyncio.sleep(0.1)
-
-
-def _ready_agent(human: Human, exclude: str = "") -> rtc.RemoteParticipant | None:
-    for p in human.room.remote_participants.values():
-        if (
-            p.kind == rtc.ParticipantKind.PARTICIPANT_KIND_AGENT
-            and p.identity != exclude
-            and p.attributes.get("lk.agent.state") == "listening"
-        ):
-            return p
-    return None
-
-
-def _serving(workers: dict[str, WorkerProcess], agent_identity: str) -> str | None:
-    job = agent_identity.removeprefix("agent-")
-    found = [name for name, proc in workers.items() if job in proc.output()]
-    return found[0] if len(found) == 1 else None
-
-
 def _text(msg: str) -> str:
     return json.dumps({"v": 1, "type": "text", "text": msg})
 
@@ -154,10 +108,6 @@ def _users(state: dict[str, Any] | None) -> list[str]:
     return [] if state is None else [m["content"] for m in state["history"] if m["role"] == "user"]
 
 
-def _said(request: dict[str, Any]) -> list[tuple[str, str]]:
-    return [(m["role"], m["content"]) for m in request["messages"] if m["role"] in ("user", "assistant")]
-
-
 async def _ask_and_lose(
     alice: Human, fake: FaultyOpenAI, redis_server: RedisServer, question: str
 ) -> tuple[str, int]:
@@ -166,7 +116,7 @@ async def _ask_and_lose(
     mark = len(alice.events)
     await alice.send(_text(question))
     _, start = await alice.wait_for(lambda e: e["type"] == "turn_start", 10, mark)
-    await _wait(
+    await wait_until(
         lambda: question in _users(_stored(redis_server)), 5, "the question saved when the turn started"
     )
     return start["turn_id"], mark
@@ -176,10 +126,12 @@ async def test_a_stopped_or_killed_workers_turn_ends_for_the_humans_and_its_ques
     servers: Servers, workers: dict[str, WorkerProcess], redis_server: RedisServer
 ) -> None:
     dev, fake, _ = servers
-    alice = await Human(dev.url, ROOM, "alice", "Alice", jwt=_token("alice", "Alice")).join()
+    alice = await Human(
+        dev.url, ROOM, "alice", "Alice", jwt=dispatch_token("alice", "Alice", ROOM, AGENT)
+    ).join()
     try:
-        agent = await _wait(lambda: _ready_agent(alice), 30, "the agent")
-        serving = await _wait(lambda: _serving(workers, agent.identity), 10, "the serving worker")
+        agent = await wait_until(lambda: ready_agent(alice), 30, "the agent")
+        serving = await wait_until(lambda: serving_worker(workers, agent.identity), 10, "the serving worker")
 
         # SIGTERM while the LLM hangs
         q1 = "What is the boiling point of water?"
@@ -198,13 +150,15 @@ async def test_a_stopped_or_killed_workers_turn_ends_for_the_humans_and_its_ques
         assert (end["outcome"], end["reason"]) == ("cancelled", "shutdown")
         assert [e["type"] for _, e in alice.events[mark:] if e.get("turn_id") == turn].count("turn_end") == 1
         proc.wait(30)
-        agent = await _wait(lambda: _ready_agent(alice, exclude=agent.identity), 30, "the next agent")
-        serving = await _wait(lambda: _serving(workers, agent.identity), 10, "the next serving worker")
+        agent = await wait_until(lambda: ready_agent(alice, exclude=agent.identity), 30, "the next agent")
+        serving = await wait_until(
+            lambda: serving_worker(workers, agent.identity), 10, "the next serving worker"
+        )
         n_chat = len(fake.chat_requests)
         mark = len(alice.events)
         await alice.send(_text("Did you get my question?"))
         await alice.wait_for(lambda e: e["type"] == "turn_end" and e["outcome"] == "completed", 20, mark)
-        assert _said(fake.chat_requests[n_chat])[-2:] == [("user", q1), ("user", "Did you get my question?")]
+        assert said(fake.chat_requests[n_chat])[-2:] == [("user", q1), ("user", "Did you get my question?")]
 
         # SIGKILL while the LLM hangs
         q2 = "And the freezing point?"
@@ -222,14 +176,14 @@ async def test_a_stopped_or_killed_workers_turn_ends_for_the_humans_and_its_ques
         print(f"SIGKILL: lost turn ended for the human {told_at - killed_at:.2f} s after the kill")
         assert (error["code"], error["retryable"]) == ("turn_lost", True)
         assert (end["outcome"], end["reason"]) == ("error", "worker_restarted")
-        await _wait(lambda: _ready_agent(alice, exclude=agent.identity), 30, "the last agent")
+        await wait_until(lambda: ready_agent(alice, exclude=agent.identity), 30, "the last agent")
         n_chat = len(fake.chat_requests)
         mark = len(alice.events)
         await alice.send(_text("Still there?"))
         await alice.wait_for(lambda e: e["type"] == "turn_end" and e["outcome"] == "completed", 20, mark)
-        said = _said(fake.chat_requests[n_chat])
-        assert said[-2:] == [("user", q2), ("user", "Still there?")]
-        assert ("user", q1) in said
+        seen = said(fake.chat_requests[n_chat])
+        assert seen[-2:] == [("user", q2), ("user", "Still there?")]
+        assert ("user", q1) in seen
         state = _stored(redis_server)
         assert state is not None and "pending_turn" not in state.get("metadata", {})
     finally:

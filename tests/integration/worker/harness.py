@@ -302,3 +302,55 @@ class Human:
 
 
 __all__ = ["API_KEY", "API_SECRET", "BackgroundLoop", "Human", "WorkerProcess", "provider_env", "token"]
+
+
+# ------------------------------------------------------------------------------------------ several workers
+
+
+def dispatch_token(identity: str, name: str, room: str, agent: str = "llmrtc-agent") -> str:
+    """A participant token that dispatches the agent by name, as the token service's do."""
+    config = api.RoomConfiguration(agents=[api.RoomAgentDispatch(agent_name=agent)])
+    return (
+        api.AccessToken(API_KEY, API_SECRET)
+        .with_identity(identity)
+        .with_name(name)
+        .with_grants(api.VideoGrants(room_join=True, room=room))
+        .with_room_config(config)
+        .to_jwt()
+    )
+
+
+async def wait_until(probe: Callable[[], T | None], within: float, what: str) -> T:
+    """Poll ``probe`` until it gives something truthy (its value), or time out naming ``what``."""
+    deadline = time.monotonic() + within
+    while True:
+        value = probe()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"waited {within:.0f} s for {what}")
+        await asyncio.sleep(0.1)
+
+
+def ready_agent(human: Human, exclude: str = "") -> rtc.RemoteParticipant | None:
+    """The room's agent participant once it listens (not ``exclude``), or ``None``."""
+    for p in human.room.remote_participants.values():
+        if (
+            p.kind == rtc.ParticipantKind.PARTICIPANT_KIND_AGENT
+            and p.identity != exclude
+            and p.attributes.get("lk.agent.state") == "listening"
+        ):
+            return p
+    return None
+
+
+def serving_worker(workers: dict[str, WorkerProcess], agent_identity: str) -> str | None:
+    """The worker whose log shows it joined as ``agent_identity`` (``agent-<job id>``), when exactly one does."""
+    job = agent_identity.removeprefix("agent-")
+    found = [name for name, proc in workers.items() if job in proc.output()]
+    return found[0] if len(found) == 1 else None
+
+
+def said(request: dict[str, Any]) -> list[tuple[str, str]]:
+    """The user and assistant messages of a recorded chat request, as (role, content)."""
+    return [(m["role"], m["content"]) for m in request["messages"] if m["role"] in ("user", "assistant")]

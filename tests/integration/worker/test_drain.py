@@ -12,17 +12,14 @@ answer plays, A gets SIGTERM. Then:
 
 from __future__ import annotations
 
-import asyncio
 import json
 import signal
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
 from typing import TypeVar
 
 import pytest
-from livekit import api, rtc
 
 from signalling.devserver.server import DevServer
 from tests.integration.worker.harness import (
@@ -32,10 +29,14 @@ from tests.integration.worker.harness import (
     BackgroundLoop,
     Human,
     WorkerProcess,
+    dispatch_token,
     provider_env,
+    ready_agent,
+    serving_worker,
+    wait_until,
 )
 from tests.integration.worker.openai_fake import OpenAIFake
-from tests.unit.sessions.redis_server import RedisServer, start_redis
+from tests.unit.sessions.redis_server import RedisServer
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(150)]
 
@@ -44,55 +45,6 @@ AGENT = "llmrtc-agent"
 DRAIN_S = 8
 QUESTION = ROOT / "tests" / "fixtures" / "generated" / "capital_16k.wav"
 T = TypeVar("T")
-
-
-@pytest.fixture(scope="module")
-def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    server = start_redis(tmp_path_factory.mktemp("redis"))
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-def _token(identity: str, room: str) -> str:
-    config = api.RoomConfiguration(agents=[api.RoomAgentDispatch(agent_name=AGENT)])
-    return (
-        api.AccessToken(API_KEY, API_SECRET)
-        .with_identity(identity)
-        .with_name(identity.title())
-        .with_grants(api.VideoGrants(room_join=True, room=room))
-        .with_room_config(config)
-        .to_jwt()
-    )
-
-
-async def _wait(probe: Callable[[], T | None], within: float, what: str) -> T:
-    deadline = time.monotonic() + within
-    while True:
-        value = probe()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"waited {within:.0f} s for {what}")
-        await asyncio.sleep(0.1)
-
-
-def _agent(human: Human, exclude: str = "") -> rtc.RemoteParticipant | None:
-    for p in human.room.remote_participants.values():
-        if (
-            p.kind == rtc.ParticipantKind.PARTICIPANT_KIND_AGENT
-            and p.identity != exclude
-            and p.attributes.get("lk.agent.state") == "listening"
-        ):
-            return p
-    return None
-
-
-def _serving(workers: dict[str, WorkerProcess], agent_identity: str) -> str | None:
-    job = agent_identity.removeprefix("agent-")
-    found = [name for name, proc in workers.items() if job in proc.output()]
-    return found[0] if len(found) == 1 else None
 
 
 def _readyz(port: int) -> int:
@@ -141,11 +93,13 @@ async def test_sigterm_drains_then_hands_the_room_over(
         fake.speech_ms_per_char = 65.0
         fake.default_transcript = "What is the capital of France?"
         fake.replies.extend([long_answer, "Around two million people live in Paris itself."])
-        alice = await Human(dev.url, room, "alice", "Alice", jwt=_token("alice", room)).join()
-        first = await _wait(lambda: _agent(alice), 40, "the agent to join and listen")
-        a = await _wait(lambda: _serving(workers, first.identity), 10, "the serving worker's log")
+        alice = await Human(
+            dev.url, room, "alice", "Alice", jwt=dispatch_token("alice", "Alice", room)
+        ).join()
+        first = await wait_until(lambda: ready_agent(alice), 40, "the agent to join and listen")
+        a = await wait_until(lambda: serving_worker(workers, first.identity), 10, "the serving worker's log")
         b = "B" if a == "A" else "A"
-        port_a = await _wait(lambda: _metrics_port(workers[a]), 10, "worker A's metrics port")
+        port_a = await wait_until(lambda: _metrics_port(workers[a]), 10, "worker A's metrics port")
         assert _readyz(port_a) == 200
 
         await alice.say(QUESTION)
@@ -168,24 +122,28 @@ async def test_sigterm_drains_then_hands_the_room_over(
         if proc_a.poll() is None:
             assert _readyz(port_a) == 503
         bob_room = f"{room}-new"
-        bob = await Human(dev.url, bob_room, "bob", "Bob", jwt=_token("bob", bob_room)).join()
+        bob = await Human(dev.url, bob_room, "bob", "Bob", jwt=dispatch_token("bob", "Bob", bob_room)).join()
         try:
-            bobs_agent = await _wait(lambda: _agent(bob), 40, "an agent for the new room")
-            assert _serving(workers, bobs_agent.identity) == b, "no new job goes to a draining worker"
+            bobs_agent = await wait_until(lambda: ready_agent(bob), 40, "an agent for the new room")
+            assert serving_worker(workers, bobs_agent.identity) == b, "no new job goes to a draining worker"
         finally:
             await bob.leave()
 
         # A exits within the drain timeout (plus the shutdown's own seconds)
-        exited = await _wait(lambda: proc_a.poll() is not None, DRAIN_S + 15, "the draining worker to exit")
+        exited = await wait_until(
+            lambda: proc_a.poll() is not None, DRAIN_S + 15, "the draining worker to exit"
+        )
         assert exited, "the draining worker must exit"
         assert time.monotonic() - signalled <= DRAIN_S + 15
 
         # the conversation outlived the drain: the room continues on B with its history
-        second = await _wait(lambda: _agent(alice, exclude=first.identity), 40, "the room's agent on B")
-        assert _serving(workers, second.identity) == b
+        second = await wait_until(
+            lambda: ready_agent(alice, exclude=first.identity), 40, "the room's agent on B"
+        )
+        assert serving_worker(workers, second.identity) == b
         asked = len(fake.chat_requests)
         await alice.say(QUESTION)
-        await _wait(lambda: len(fake.chat_requests) > asked, 30, "B's chat request")
+        await wait_until(lambda: len(fake.chat_requests) > asked, 30, "B's chat request")
         said = [
             (m["role"], m["content"].strip())
             for m in fake.chat_requests[-1]["messages"]

@@ -33,9 +33,10 @@ from tests.integration.worker.harness import (
     Human,
     WorkerProcess,
     provider_env,
+    wait_until,
 )
 from tests.integration.worker.openai_fake import OpenAIFake
-from tests.unit.sessions.redis_server import RedisServer, start_redis
+from tests.unit.sessions.redis_server import RedisServer
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(180)]
 
@@ -63,15 +64,6 @@ def _free_ports(n: int) -> int:
         if ok:
             return base
     raise RuntimeError("no free port range")
-
-
-@pytest.fixture(scope="module")
-def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    server = start_redis(tmp_path_factory.mktemp("redis"))
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture(scope="module")
@@ -139,17 +131,6 @@ def _agent(human: Human) -> rtc.RemoteParticipant | None:
     return None
 
 
-async def _until(probe: Any, within: float, what: str) -> Any:
-    deadline = time.monotonic() + within
-    while True:
-        value = probe()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"waited {within:.0f} s for {what}")
-        await asyncio.sleep(0.1)
-
-
 async def _ask(human: Human, text: str, within: float = 30.0) -> None:
     mark = len(human.events)
     await human.send(json.dumps({"v": 1, "type": "text", "text": text}))
@@ -176,7 +157,9 @@ async def test_a_killed_worker_s_rooms_come_back_on_the_others_with_their_histor
     try:
         agents = {}
         for h in humans:
-            agents[h.room_name] = (await _until(lambda h=h: _agent(h), 40, f"{h.room_name}'s agent")).identity
+            agents[h.room_name] = (
+                await wait_until(lambda h=h: _agent(h), 40, f"{h.room_name}'s agent")
+            ).identity
             await _ask(h, f"First question in {h.room_name}")
         spread = [_rooms_gauge(base + i) for i in range(WORKERS)]
         print(f"rooms per worker: {spread}")
@@ -189,7 +172,7 @@ async def test_a_killed_worker_s_rooms_come_back_on_the_others_with_their_histor
             return raw is not None and f"First question in {room}".encode() in raw
 
         for h in humans:
-            await _until(lambda h=h: saved(h.room_name), 10, f"{h.room_name} saved")
+            await wait_until(lambda h=h: saved(h.room_name), 10, f"{h.room_name} saved")
 
         victim = max(range(WORKERS), key=lambda i: spread[i])
         victim_proc = _child(sup, victim)
@@ -209,7 +192,7 @@ async def test_a_killed_worker_s_rooms_come_back_on_the_others_with_their_histor
 
         # the moved rooms: a new agent, on another worker, with the conversation so far
         for h in moved:
-            await _until(
+            await wait_until(
                 lambda h=h: (a := _agent(h)) is not None and a.identity != agents[h.room_name],
                 30,
                 f"{h.room_name} re-dispatched",
@@ -222,7 +205,7 @@ async def test_a_killed_worker_s_rooms_come_back_on_the_others_with_their_histor
             assert f"First question in {h.room_name}" in said, said
 
         # the supervisor replaced the dead worker
-        await _until(lambda: sup.output().count("registered worker") > WORKERS, 40, "a fresh worker")
+        await wait_until(lambda: sup.output().count("registered worker") > WORKERS, 40, "a fresh worker")
         assert _child(sup, victim).pid != victim_proc.pid
     finally:
         for h in humans:

@@ -186,11 +186,15 @@ class StreamingSpeaker:
             return
         finally:
             await aclose_quietly(stream)
+        await self._spoke(ctx, text, watch)
+
+    async def _spoke(self, ctx: HookContext, text: str, watch: Stopwatch) -> None:
+        """``text`` was synthesized: duration and characters counted, ``on_tts_end`` called."""
         timing = watch.timing()
-        metrics.timing(MetricNames.TTS_DURATION, timing.duration_ms, {"provider": self._tts.name})
-        metrics.increment(MetricNames.TTS_CHARACTERS, len(text), {"provider": self._tts.name})
-        turn.tts_characters += len(text)
-        await hooks.call("on_tts_end", ctx, timing)
+        self._metrics.timing(MetricNames.TTS_DURATION, timing.duration_ms, {"provider": self._tts.name})
+        self._metrics.increment(MetricNames.TTS_CHARACTERS, len(text), {"provider": self._tts.name})
+        self._turn.tts_characters += len(text)
+        await self._hooks.call("on_tts_end", ctx, timing)
 
     async def _failed(self, ctx: HookContext, exc: BaseException) -> None:
         """A TTS failure: reported, and the rest of the answer is not spoken."""
@@ -239,11 +243,7 @@ class StreamingSpeaker:
             return
         finally:
             await aclose_quietly(stream)
-        timing = watch.timing()
-        metrics.timing(MetricNames.TTS_DURATION, timing.duration_ms, {"provider": self._tts.name})
-        metrics.increment(MetricNames.TTS_CHARACTERS, len(text), {"provider": self._tts.name})
-        turn.tts_characters += len(text)
-        await hooks.call("on_tts_end", ctx, timing)
+        await self._spoke(ctx, text, watch)
 
 
 def wav_seconds(wav: bytes) -> float:

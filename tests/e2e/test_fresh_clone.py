@@ -29,6 +29,11 @@ from tests.e2e.stack import CHROMIUM
 from tests.integration.worker.harness import ROOT, BackgroundLoop
 from tests.integration.worker.openai_fake import OpenAIFake
 
+
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 pytestmark = [pytest.mark.browser, pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(300)]
 
 playwright_api = pytest.importorskip("playwright.async_api")
@@ -118,6 +123,9 @@ async def test_fresh_clone_make_dev_gives_a_working_page(
         stdout=log.open("wb"),
         stderr=subprocess.STDOUT,
         start_new_session=True,
+        # as in a terminal: a test runner started in the background inherits SIGINT ignored, and make
+        # would then ignore the Ctrl-C this test sends it
+        preexec_fn=_default_sigint,
     )
     try:
         url = await asyncio.to_thread(_wait_for, log, READY, proc, 240)

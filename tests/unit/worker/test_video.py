@@ -152,6 +152,12 @@ async def test_byte_and_minute_limits(tracks: list[PictureTrack]) -> None:
     frames.add_track(cam.track, bob, CAMERA)
     frames.add_track(screen.track, bob, SCREEN)
     await until(lambda: frames.has_frame("bob", "camera") and frames.has_frame("bob", "screen_share"))
+    shown = await frames.freshest("bob", "screen_share")  # a peek: no budget charged
+    cam_frame = await frames.freshest("bob", "camera")
+    assert shown is not None and cam_frame is not None
+    # room for this screen frame, not for the camera's too
+    budget = max(4096, len(shown.to_bytes()) + len(cam_frame.to_bytes()) // 2)
+    frames.config = frames.config.model_copy(update={"max_bytes_per_turn": budget})
     assert [a.source for a in await frames.for_turn(["bob"], turn_id="a")] == ["screen"]
     assert frames.stats["limited"] == 1
     await frames.look("bob", "camera", turn_id="b")

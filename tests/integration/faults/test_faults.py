@@ -36,6 +36,7 @@ from tests.integration.worker.harness import (
     Human,
     WorkerProcess,
     provider_env,
+    running_servers,
 )
 
 pytestmark = [
@@ -66,17 +67,8 @@ _n = itertools.count(1)
 
 @pytest.fixture(scope="module")
 def servers() -> Iterator[Servers]:
-    bg = BackgroundLoop()
-    dev = DevServer("127.0.0.1", 0, API_KEY, API_SECRET)
-    fake = FaultyOpenAI(default_reply="Back to normal.")
-    bg.run(dev.start())
-    bg.run(fake.start())
-    try:
-        yield dev, fake, bg
-    finally:
-        bg.run(fake.stop())
-        bg.run(dev.stop())
-        bg.close()
+    with running_servers(FaultyOpenAI(default_reply="Back to normal.")) as servers:
+        yield servers
 
 
 @pytest.fixture(scope="module")

@@ -34,6 +34,7 @@ from tests.integration.worker.harness import (
     dispatch_token,
     provider_env,
     ready_agent,
+    running_servers,
     said,
     serving_worker,
     wait_until,
@@ -50,17 +51,8 @@ Servers = tuple[DevServer, FaultyOpenAI, BackgroundLoop]
 
 @pytest.fixture(scope="module")
 def servers() -> Iterator[Servers]:
-    bg = BackgroundLoop()
-    dev = DevServer("127.0.0.1", 0, API_KEY, API_SECRET)
-    fake = FaultyOpenAI(default_reply="Here I am.")
-    bg.run(dev.start())
-    bg.run(fake.start())
-    try:
-        yield dev, fake, bg
-    finally:
-        bg.run(fake.stop())
-        bg.run(dev.stop())
-        bg.close()
+    with running_servers(FaultyOpenAI(default_reply="Here I am.")) as servers:
+        yield servers
 
 
 @pytest.fixture(scope="module")

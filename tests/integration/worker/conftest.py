@@ -9,7 +9,14 @@ from pathlib import Path
 import pytest
 
 from signalling.devserver.server import DevServer
-from tests.integration.worker.harness import API_KEY, API_SECRET, BackgroundLoop, WorkerProcess, provider_env
+from tests.integration.worker.harness import (
+    API_KEY,
+    API_SECRET,
+    BackgroundLoop,
+    WorkerProcess,
+    provider_env,
+    running_servers,
+)
 from tests.integration.worker.openai_fake import OpenAIFake
 
 _rooms = itertools.count(1)
@@ -17,17 +24,8 @@ _rooms = itertools.count(1)
 
 @pytest.fixture(scope="module")
 def servers() -> Iterator[tuple[DevServer, OpenAIFake, BackgroundLoop]]:
-    bg = BackgroundLoop()
-    dev = DevServer("127.0.0.1", 0, API_KEY, API_SECRET)
-    fake = OpenAIFake()
-    bg.run(dev.start())
-    bg.run(fake.start())
-    try:
-        yield dev, fake, bg
-    finally:
-        bg.run(fake.stop())
-        bg.run(dev.stop())
-        bg.close()
+    with running_servers(OpenAIFake()) as servers:
+        yield servers
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ import sys
 import threading
 import time
 import wave
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 import numpy as np
 from livekit import api, rtc
 
+from signalling.devserver.server import DevServer
 from tests.integration.worker.openai_fake import OpenAIFake
 
 T = TypeVar("T")
@@ -354,3 +355,21 @@ def serving_worker(workers: dict[str, WorkerProcess], agent_identity: str) -> st
 def said(request: dict[str, Any]) -> list[tuple[str, str]]:
     """The user and assistant messages of a recorded chat request, as (role, content)."""
     return [(m["role"], m["content"]) for m in request["messages"] if m["role"] in ("user", "assistant")]
+
+
+F = TypeVar("F", bound=OpenAIFake)
+
+
+@contextlib.contextmanager
+def running_servers(fake: F) -> Iterator[tuple[DevServer, F, BackgroundLoop]]:
+    """The dev server and ``fake`` started on a background loop, stopped afterwards."""
+    bg = BackgroundLoop()
+    dev = DevServer("127.0.0.1", 0, API_KEY, API_SECRET)
+    bg.run(dev.start())
+    bg.run(fake.start())
+    try:
+        yield dev, fake, bg
+    finally:
+        bg.run(fake.stop())
+        bg.run(dev.stop())
+        bg.close()

@@ -24,6 +24,7 @@ from tests.integration.worker.harness import (
     Human,
     WorkerProcess,
     provider_env,
+    running_servers,
 )
 from tests.unit.deploy.dashboard import dashboard_metric_names, scrape_sample_names
 
@@ -35,17 +36,10 @@ LONG = "This answer goes on for a while so that someone can stop it. " * 3
 
 @pytest.fixture(scope="module")
 def servers() -> Iterator[tuple[DevServer, FaultyOpenAI, BackgroundLoop]]:
-    bg = BackgroundLoop()
-    dev = DevServer("127.0.0.1", 0, API_KEY, API_SECRET)
-    fake = FaultyOpenAI(default_transcript="What is the capital of France?", default_reply="Paris.")
-    bg.run(dev.start())
-    bg.run(fake.start())
-    try:
-        yield dev, fake, bg
-    finally:
-        bg.run(fake.stop())
-        bg.run(dev.stop())
-        bg.close()
+    with running_servers(
+        FaultyOpenAI(default_transcript="What is the capital of France?", default_reply="Paris.")
+    ) as servers:
+        yield servers
 
 
 def _text(msg: str) -> str:

@@ -9,6 +9,7 @@ ends the program with a message saying what to set, exit status 2), the VAD mode
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import warnings
 from typing import TYPE_CHECKING
@@ -29,6 +30,22 @@ def quiet_third_party_logs() -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
     logging.getLogger("livekit.agents").setLevel(logging.INFO)
     logging.getLogger("llmrtc").setLevel(logging.INFO)
+
+
+PRELOAD_LOCAL_INFERENCE_ENV = "LIVEKIT_AGENTS_PRELOAD_LOCAL_INFERENCE"
+
+
+def skip_unused_preload(turn_detection: str) -> None:
+    """Keep livekit-agents from loading local models this worker does not use.
+
+    At a process's first job, livekit-agents' warm-up (``livekit.agents.ipc._preload``) loads its own local
+    VAD and, in a thread-executor worker, LiveKit's end-of-turn weights: about 250 MB of RSS. This worker
+    runs Silero for VAD and needs those weights only with ``TURN_DETECTION=livekit``; otherwise
+    ``LIVEKIT_AGENTS_PRELOAD_LOCAL_INFERENCE`` defaults to ``0`` here (a value set by the user stays).
+    Set in this process's environment before the server starts, job processes inherit it.
+    """
+    if turn_detection != "livekit":
+        os.environ.setdefault(PRELOAD_LOCAL_INFERENCE_ENV, "0")
 
 
 class _NoLkCliHint(logging.Filter):
@@ -78,6 +95,7 @@ def run_agent(agent: Agent, args: list[str]) -> int:
     except ConfigError as exc:
         print(f"llmrtc worker: {exc.message}", file=sys.stderr)
         return 2
+    skip_unused_preload(settings.turn_detection)
     from livekit.agents import cli
 
     quiet_third_party_logs()
@@ -120,7 +138,13 @@ def main(argv: list[str] | None = None) -> int:
     return run_agent(agent, sys.argv[1:] if argv is None else argv)
 
 
-__all__ = ["main", "quiet_third_party_logs", "run_agent"]
+__all__ = [
+    "PRELOAD_LOCAL_INFERENCE_ENV",
+    "main",
+    "quiet_third_party_logs",
+    "run_agent",
+    "skip_unused_preload",
+]
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

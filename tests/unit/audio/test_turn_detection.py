@@ -161,9 +161,9 @@ def test_smart_turn_batch_equals_single() -> None:
         ("livekit", ["pause_06_1", "pause_04_2", "pause_04_0"], ["complete_08_0", "complete_04_2", "complete_09_3"]),
     ],
 )  # fmt: skip
-# The clips are ones whose P(complete) sits far from the threshold in two independent generations of the
-# corpus (the synthesized audio differs a little from one generation to the next): these tests show the
-# mechanism, not the model's accuracy, which bench/turn_taking.py measures over the whole corpus.
+# The clips are ones whose P(complete) sits far from the threshold (the corpus is the same audio in every
+# generation: its synthesis is seeded): these tests show the mechanism, not the model's accuracy, which
+# bench/turn_taking.py measures over the whole corpus.
 def test_pause_holds_the_turn_and_a_complete_request_ends_it_fast(
     onnx_engine: VADEngine, kind: str, pause_ids: list[str], complete_ids: list[str]
 ) -> None:

@@ -66,6 +66,8 @@ class Snapshot:
     pss: float
     anonymous: float
     threads: int
+    cpu_s: float = 0.0
+    """The worker's CPU time (user + system) since it started."""
     groups: dict[str, float] = field(default_factory=dict)
     """RSS by mapping group."""
     arenas: int = 0
@@ -91,6 +93,11 @@ def _group(name: str, start: int, perms: str, size_kb: int) -> str:
     if start % ARENA_ALIGN == 0 and size_kb <= ARENA_ALIGN // 1024:
         return "anon: malloc thread arenas"
     return "anon: other (mmap'd malloc chunks, stacks, Python arenas)"
+
+
+def _cpu_s(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def snapshot(pid: int, stage: str) -> Snapshot:
@@ -132,6 +139,7 @@ def snapshot(pid: int, stage: str) -> Snapshot:
         pss=rollup["Pss"],
         anonymous=rollup["Anonymous"],
         threads=sum(names.values()),
+        cpu_s=_cpu_s(pid),
         groups=dict(groups),
         arenas=arenas,
         thread_names=dict(names),
@@ -149,12 +157,16 @@ async def _talk(human: Human) -> None:
     await human.wait_for(lambda e: e["type"] == "tts_complete", within=60)
 
 
-async def _stages(url: str, pid: int, settle_s: float) -> list[Snapshot]:
+async def _stages(url: str, pid: int, settle_s: float) -> tuple[list[Snapshot], float]:
+    """The snapshots, and how long the first room waited for its agent to listen (job start)."""
     snaps: list[Snapshot] = []
     humans: list[Human] = []
     try:
+        joined = time.monotonic()
         first = await Human(url, "mem-0", "human-0", "Human 0").join()
         humans.append(first)
+        await first.wait_agent_state("listening", within=60)
+        first_ready_s = time.monotonic() - joined
         await _talk(first)
         await asyncio.sleep(settle_s)
         snaps.append(snapshot(pid, "1 room"))
@@ -169,7 +181,7 @@ async def _stages(url: str, pid: int, settle_s: float) -> list[Snapshot]:
                 await human.leave()
     await asyncio.sleep(settle_s + 3.0)  # the jobs end when their room empties
     snaps.append(snapshot(pid, "after"))
-    return snaps
+    return snaps, first_ready_s
 
 
 def run_once(extra_env: dict[str, str], settle_s: float, imports: bool, logs: Path) -> dict[str, Any]:
@@ -199,11 +211,12 @@ def run_once(extra_env: dict[str, str], settle_s: float, imports: bool, logs: Pa
             pid = worker.proc.pid
             snaps = [snapshot(pid, "idle")]
             registered_at = len(worker.output())
-            snaps += asyncio.run(_stages(dev.url, pid, settle_s))
+            stages, first_ready_s = asyncio.run(_stages(dev.url, pid, settle_s))
+            snaps += stages
             lazy = _lazy_imports(worker.output()[registered_at:]) if imports else []
         finally:
             worker.stop()
-    return {"snapshots": [asdict(s) for s in snaps], "lazy_imports": lazy}
+    return {"snapshots": [asdict(s) for s in snaps], "lazy_imports": lazy, "first_ready_s": first_ready_s}
 
 
 def _lazy_imports(log: str) -> list[tuple[str, float]]:
@@ -223,8 +236,12 @@ def _lazy_imports(log: str) -> list[tuple[str, float]]:
 # ------------------------------------------------------------------------------------------------ report
 
 
+def _spread(xs: list[float]) -> tuple[float, float, float]:
+    return min(xs), statistics.median(xs), max(xs)
+
+
 def _mmm(xs: list[float]) -> str:
-    return "/".join(f"{x:.0f}" for x in (min(xs), statistics.median(xs), max(xs)))
+    return "/".join(f"{x:.0f}" for x in _spread(xs))
 
 
 def report(runs: list[dict[str, Any]], loads: list[tuple[float, float]]) -> str:
@@ -232,7 +249,10 @@ def report(runs: list[dict[str, Any]], loads: list[tuple[float, float]]) -> str:
         f"runs: {len(runs)}; load average (1 min) before/after each run: "
         + ", ".join(f"{a:.2f}/{b:.2f}" for a, b in loads),
         "",
-        "RSS / PSS / anonymous MiB (min/median/max), threads, thread arenas holding memory:",
+        "first room: join -> agent listening, s (min/median/max): "
+        + "/".join(f"{x:.2f}" for x in _spread([r["first_ready_s"] for r in runs])),
+        "",
+        "RSS / PSS / anonymous MiB (min/median/max), threads, thread arenas holding memory, worker CPU s:",
     ]
     by_stage: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for run in runs:
@@ -246,6 +266,7 @@ def report(runs: list[dict[str, Any]], loads: list[tuple[float, float]]) -> str:
             f"  {stage:8} RSS {_mmm([s['rss'] for s in snaps]):>13}  PSS {_mmm([s['pss'] for s in snaps]):>13}"
             f"  anon {_mmm([s['anonymous'] for s in snaps]):>13}  threads {_mmm([s['threads'] for s in snaps])}"
             f"  arenas {_mmm([s['arenas'] for s in snaps])}"
+            f"  cpu {'/'.join(f'{x:.1f}' for x in _spread([s['cpu_s'] for s in snaps]))}"
         )
     names = sorted({g for run in runs for s in run["snapshots"] for g in s["groups"]})
     med = {

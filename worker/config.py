@@ -107,6 +107,14 @@ class WorkerSettings(BaseSettings):
         default=None, ge=0.0, le=1.0, validation_alias="TURN_COMPLETE_THRESHOLD"
     )
     """P(complete) that counts as complete (unset: model default)."""
+    turn_text_check: bool | None = Field(default=None, validation_alias="TURN_TEXT_CHECK")
+    """Hold the turn when its transcript stops mid-sentence ("a flight to"), up to the mid-thought silence
+    (unset: on with ``smart-turn`` and ``livekit``, off with ``vad``)."""
+    turn_text_language: str = Field(
+        default="en", min_length=2, validation_alias=AliasChoices("TURN_TEXT_LANGUAGE", "STT_LANGUAGE")
+    )
+    """The transcripts' language for that check (default: ``STT_LANGUAGE``, else ``en``; only English is
+    checked, other languages are left to the audio model)."""
     interim_transcripts: bool = Field(default=False, validation_alias="INTERIM_TRANSCRIPTS")
     """Send interim transcripts while people speak (streaming STT, or the batch STT re-run on the growing
     utterance every ``INTERIM_INTERVAL_MS``: that many more STT requests)."""

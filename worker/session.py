@@ -56,6 +56,7 @@ from llmrtc.hooks import HookContext, HookRunner, Stopwatch
 from llmrtc.metrics import MetricNames, MetricsAdapter, safe_metrics
 from llmrtc.playout import AudioOut, Playout
 from llmrtc.providers.base import STTProvider
+from llmrtc.turn_text import unfinished_reason
 from llmrtc.types import STTResult, VisionAttachment
 from worker.config import WorkerSettings
 from worker.errors import error_message
@@ -86,7 +87,7 @@ from worker.protocol import (
 )
 from worker.room import ParticipantInfo
 from worker.shedding import audio_dropped_event, late_turn_event
-from worker.turn_taking import LiveTranscript, Preemptive, Prefetch
+from worker.turn_taking import LiveTranscript, Preemptive, Prefetch, turn_detection_settings
 
 log = logging.getLogger("llmrtc.worker.session")
 
@@ -197,11 +198,14 @@ class _Participant:
     """The segment id of the utterance in progress (its interim and final transcripts share it)."""
     live: LiveTranscript | None = None
     preempt: Preemptive | None = None
-    pieces: list[asyncio.Task[str]] = field(default_factory=list)
+    pieces: list[asyncio.Future[str]] = field(default_factory=list)
     """Transcriptions of the pieces of a long utterance cut by ``VAD_MAX_UTTERANCE_S`` while the person
-    went on talking: held until the utterance really ends, then answered as one turn."""
+    went on talking, or of words that stopped mid-sentence (``TURN_TEXT_CHECK``): held until the utterance
+    really ends, then answered as one turn."""
     piece_timer: asyncio.TimerHandle | None = None
     held_ms: int = 0
+    end_announced: bool = False
+    """The held pieces' speech end was already announced (words held because they stopped mid-sentence)."""
 
     def drop_pieces(self) -> None:
         """Forget held pieces (the person left, or the session closes)."""
@@ -212,6 +216,7 @@ class _Participant:
             piece.cancel()
         self.pieces = []
         self.held_ms = 0
+        self.end_announced = False
 
 
 @dataclass
@@ -261,6 +266,9 @@ class RoomSession:
         self._metrics = safe_metrics(metrics)
         self._attachments = attachments
         self.floor = Floor(settings.floor_policy, settings.floor_attribute, tuple(settings.addressing_names))
+        hold_ms = turn_detection_settings(settings).unfinished_hold_ms(settings.vad_min_silence_ms)
+        self._unfinished_hold_s = None if hold_ms is None else hold_ms / 1000
+        """How much longer a turn whose words stop mid-sentence waits for more (``None``: not checked)."""
         self._participants: dict[str, _Participant] = {}
         self._queue: deque[Utterance] = deque()
         self._queued = asyncio.Event()
@@ -538,6 +546,7 @@ class RoomSession:
         text = preempt.stt.result() if preempt.stt.exception() is None else ""
         if (
             not text
+            or self._unfinished(text) is not None
             or self._closed
             or self._turn is not None
             or self._queue
@@ -635,6 +644,38 @@ class RoomSession:
             return
         self._end_utterance(state, pcm16k)
 
+    def _unfinished(self, text: str) -> str | None:
+        """Why ``text`` stops mid-sentence, when the words are checked (``TURN_TEXT_CHECK``)."""
+        if self._unfinished_hold_s is None:
+            return None
+        return unfinished_reason(text, self.settings.turn_text_language)
+
+    def _hold_unfinished(self, state: _Participant, text: str, audio_ms: int) -> bool:
+        """The words stop mid-sentence ("a flight to"): hold them as the first piece of the turn and wait
+        up to the mid-thought silence for the rest; they are answered together (or alone, if nothing
+        follows). ``True`` when held."""
+        why = self._unfinished(text)
+        if why is None or self._unfinished_hold_s is None:
+            return False
+        log.info(
+            "the words stop mid-sentence (%s): waiting for the rest",
+            why,
+            extra={"room": self._room_name, "participant": state.info.identity},
+        )
+        done: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        done.set_result(text)
+        state.pieces.append(done)
+        state.end_announced = True
+        state.held_ms += audio_ms
+        if state.piece_timer is not None:
+            state.piece_timer.cancel()
+            state.piece_timer = None
+        if not state.speaking:  # already speaking again: that utterance's end takes these words along
+            state.piece_timer = asyncio.get_running_loop().call_later(
+                self._unfinished_hold_s, self._end_held_utterance, state.info.identity
+            )
+        return True
+
     def _end_held_utterance(self, identity: str) -> None:
         state = self._participants.get(identity)
         if state is None or self._closed or not state.pieces:
@@ -652,8 +693,10 @@ class RoomSession:
         duration_ms = len(pcm16k) * 1000 // 32000 + state.held_ms
         state.held_ms = 0
         ended = time.monotonic()
-        self._room.send(SpeechEndMsg(participant_identity=identity, duration_ms=duration_ms))
-        self._spawn(self._hook("on_speech_end", identity, float(duration_ms)), "llmrtc-hook")
+        if pcm16k or not state.end_announced:  # held unfinished words announced their end already
+            self._room.send(SpeechEndMsg(participant_identity=identity, duration_ms=duration_ms))
+            self._spawn(self._hook("on_speech_end", identity, float(duration_ms)), "llmrtc-hook")
+        state.end_announced = False
         state.transcribing += 1
         self._spawn(
             self._transcribe(state, pcm16k, ended, pieces, segment=segment, preempt=preempt),
@@ -688,7 +731,7 @@ class RoomSession:
         state: _Participant,
         pcm16k: bytes,
         ended: float,
-        pieces: list[asyncio.Task[str]] | None = None,
+        pieces: list[asyncio.Future[str]] | None = None,
         *,
         segment: str | None = None,
         preempt: Preemptive | None = None,
@@ -726,6 +769,8 @@ class RoomSession:
                 return
         if not text or identity not in self._participants:
             return
+        if pcm16k and self._hold_unfinished(state, text, len(pcm16k) * 1000 // 32000):
+            return  # (the end of held words, pcm16k empty, is never held again)
         if self.floor.takes_floor(state.info, text):
             self._enqueue(
                 Utterance(identity, state.info.name, text, "speech", at=ended, audio_s=len(pcm16k) / 32000)

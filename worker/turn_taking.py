@@ -40,6 +40,8 @@ def turn_detection_settings(settings: WorkerSettings) -> TurnDetectionSettings:
         TURN_MIN_SILENCE_MS=settings.turn_min_silence_ms,
         TURN_MAX_SILENCE_MS=settings.turn_max_silence_ms,
         TURN_COMPLETE_THRESHOLD=settings.turn_complete_threshold,
+        TURN_TEXT_CHECK=settings.turn_text_check,
+        TURN_TEXT_LANGUAGE=settings.turn_text_language,
     )
 
 

@@ -415,7 +415,8 @@ class TurnDetectionSettings(BaseSettings):
     ``TURN_DETECTION``: ``vad`` (a fixed silence: ``TURN_MIN_SILENCE_MS``, else the VAD's
     ``VAD_MIN_SILENCE_MS``), ``smart-turn`` or ``livekit``. ``TURN_MIN_SILENCE_MS`` / ``TURN_MAX_SILENCE_MS``:
     the silence when the turn is complete / mid-thought; ``TURN_COMPLETE_THRESHOLD``: P(complete) that counts
-    as complete. Unset values take the model's defaults (:data:`DEFAULTS`).
+    as complete. Unset values take the model's defaults (:data:`DEFAULTS`). ``TURN_TEXT_CHECK``: also hold
+    the turn when its transcript stops mid-sentence (:meth:`unfinished_hold_ms`), in ``TURN_TEXT_LANGUAGE``.
     """
 
     model_config = SettingsConfigDict(
@@ -432,6 +433,28 @@ class TurnDetectionSettings(BaseSettings):
     complete_threshold: float | None = Field(
         default=None, ge=0.0, le=1.0, validation_alias="TURN_COMPLETE_THRESHOLD"
     )
+    text_check: bool | None = Field(default=None, validation_alias="TURN_TEXT_CHECK")
+    text_language: str = Field(default="en", min_length=2, validation_alias="TURN_TEXT_LANGUAGE")
+
+    def unfinished_hold_ms(self, vad_min_silence_ms: float = 600.0) -> float | None:
+        """How much longer to wait, after the turn's silence, when its transcript stops mid-sentence
+        (:mod:`llmrtc.turn_text`); ``None`` when the words are not checked.
+
+        ``TURN_TEXT_CHECK`` unset: checked with a model (``smart-turn``, ``livekit``), not with ``vad``. The
+        total wait is the policy's mid-thought silence (``TURN_MAX_SILENCE_MS``); with ``vad`` that is
+        ``TURN_MAX_SILENCE_MS`` when set, else 1600 ms. Nothing is checked in a language the check does not
+        know (``TURN_TEXT_LANGUAGE``, default ``en``).
+        """
+        from llmrtc.turn_text import SUPPORTED_LANGUAGES
+
+        enabled = self.text_check if self.text_check is not None else self.detection != "vad"
+        if not enabled or self.text_language.lower().split("-")[0] not in SUPPORTED_LANGUAGES:
+            return None
+        policy = self.policy(vad_min_silence_ms)
+        ceiling = policy.max_silence_ms
+        if self.detection == "vad":
+            ceiling = self.max_silence_ms or DEFAULTS["smart-turn"].max_silence_ms
+        return max(0.0, ceiling - policy.min_silence_ms)
 
     def policy(self, vad_min_silence_ms: float = 600.0) -> EndOfTurnPolicy:
         """The policy these settings describe (``vad_min_silence_ms``: the worker's ``VAD_MIN_SILENCE_MS``)."""

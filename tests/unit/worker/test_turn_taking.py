@@ -326,3 +326,135 @@ async def test_smart_turn_in_the_worker_listener(vad_engine: Any, pause_id: str,
     # voiced window trails the true end of speech by up to ~150 ms, and windows are 32 ms
     assert ends[0][1] - clip.speech_end_s <= 0.25 + 0.25, (ends, clip.speech_end_s)
     assert [e for e in rec.events if e[0] == "predicted"], "a complete question is predicted (preemptive)"
+
+
+# ------------------------------------------------------------------------------ words that stop mid-sentence
+
+
+class SaidSTT(FakeSTT):
+    """Batch STT that returns the next of ``said`` for each utterance, in order."""
+
+    def __init__(self, *said: str) -> None:
+        super().__init__(lambda wav: "")
+        self._said = list(said)
+
+    async def transcribe(self, audio: bytes, config: Any = None) -> STTResult:
+        self.calls.append((audio, config))
+        return STTResult(text=self._said.pop(0) if self._said else "")
+
+
+async def held_session(
+    stt: FakeSTT, replies: list[ScriptedReply | str], **settings: Any
+) -> tuple[RoomSession, FakeRoom, ConversationOrchestrator, ScriptedLLM]:
+    # VAD_MIN_SILENCE_MS 600 and TURN_MAX_SILENCE_MS 900: words that stop mid-sentence wait 300 ms more
+    values = {
+        "TURN_TEXT_CHECK": True,
+        "TURN_MAX_SILENCE_MS": 900,
+        **{k.upper(): v for k, v in settings.items()},
+    }
+    config = WorkerSettings(_env_file=None, **values)
+    llm = ScriptedLLM(replies, ttft_s=0.02, tokens_per_s=400.0)
+    tts = FakeTTS(chars_per_second=40.0)
+    orchestrator = ConversationOrchestrator(
+        ConversationProviders(llm=llm, stt=stt, tts=tts), OrchestratorConfig(system_prompt="test")
+    )
+    room = FakeRoom()
+    session = RoomSession(
+        config, room, OrchestratorConversation(orchestrator, tts), FakeListener, room_name="r"
+    )
+    session.start()
+    session.on_participant_joined(ParticipantInfo("alice", "Alice", {}))
+    return session, room, orchestrator, llm
+
+
+def user_turns(orchestrator: ConversationOrchestrator) -> list[str]:
+    return [str(m.content) for m in orchestrator.history if m.role == "user"]
+
+
+async def test_words_that_stop_mid_sentence_wait_and_are_answered_with_the_rest() -> None:
+    stt = SaidSTT(PARTIAL_TEXT, "Paris on Friday.")
+    session, room, orchestrator, llm = await held_session(stt, ["Booked."])
+    try:
+        session.on_speech_start("alice")
+        session.on_speech_end("alice", HALF)  # "... a flight to" [pause]
+        await room.wait_for(lambda e: e.type == "transcript")
+        await asyncio.sleep(0.15)  # inside the 300 ms hold
+        assert llm.requests == [] and "turn_start" not in room.types(), "the pause did not end the turn"
+        session.on_speech_start("alice")  # "Paris on Friday."
+        await asyncio.sleep(0.4)  # past the hold: the continuation cancelled it
+        assert llm.requests == []
+        session.on_speech_end("alice", HALF)
+        end = await room.wait_for(lambda e: e.type == "turn_end")
+        assert end.outcome == "completed"
+        assert len(llm.requests) == 1 and len(room.events("turn_start")) == 1, "one turn for both pieces"
+        assert user_turns(orchestrator) == [f"{PARTIAL_TEXT} Paris on Friday."]
+        assert [t.text for t in room.events("transcript")] == [PARTIAL_TEXT, "Paris on Friday."]
+        assert room.types().count("speech_end") == 2  # one per utterance heard, none for the hold
+    finally:
+        await session.aclose()
+
+
+async def test_held_words_are_answered_alone_after_the_hold_when_nothing_follows() -> None:
+    stt = SaidSTT("I was wondering if")
+    session, room, orchestrator, _ = await held_session(stt, ["Go on?"])
+    try:
+        session.on_speech_start("alice")
+        session.on_speech_end("alice", HALF)
+        shown = await room.wait_for(lambda e: e.type == "transcript")
+        started = time.monotonic()
+        await room.wait_for(lambda e: e.type == "turn_start", within=3)
+        waited = time.monotonic() - started
+        assert 0.25 <= waited <= 1.0, waited  # the 300 ms hold, then answered: never lost
+        await room.wait_for(lambda e: e.type == "turn_end")
+        assert user_turns(orchestrator) == ["I was wondering if"] and shown.text == "I was wondering if"
+        assert room.types().count("speech_end") == 1, "the hold's end is not announced twice"
+    finally:
+        await session.aclose()
+
+
+async def test_complete_words_are_not_held() -> None:
+    stt = SaidSTT("Book me a flight to Paris.")
+    session, room, _, _ = await held_session(stt, ["Done."], TURN_MAX_SILENCE_MS=3000)
+    try:
+        session.on_speech_start("alice")
+        session.on_speech_end("alice", HALF)
+        started = time.monotonic()
+        await room.wait_for(lambda e: e.type == "turn_start", within=3)
+        assert time.monotonic() - started < 1.0, "answered at once, not after the 2.4 s hold"
+    finally:
+        await session.aclose()
+
+
+async def test_no_preemptive_reply_on_words_that_stop_mid_sentence() -> None:
+    stt = SaidSTT(PARTIAL_TEXT, "Paris.")
+    session, room, orchestrator, llm = await held_session(stt, ["Paris it is."], PREEMPTIVE_GENERATION=True)
+    try:
+        session.on_speech_start("alice")
+        session.on_turn_predicted("alice", HALF)  # the audio model thinks "... a flight to" is complete
+        await until(lambda: len(stt.calls) == 1)
+        await asyncio.sleep(0.2)
+        assert llm.requests == [], "no reply is started on words that stop mid-sentence"
+        session.on_speech_end("alice", HALF)
+        await room.wait_for(lambda e: e.type == "transcript")
+        session.on_speech_start("alice")
+        session.on_speech_end("alice", HALF)
+        await room.wait_for(lambda e: e.type == "turn_end")
+        assert user_turns(orchestrator) == [f"{PARTIAL_TEXT} Paris."]
+        assert len(stt.calls) == 2, "the prediction's transcription was reused for the held words"
+    finally:
+        await session.aclose()
+
+
+def test_the_text_check_is_off_with_a_fixed_silence_unless_asked() -> None:
+    from worker.turn_taking import turn_detection_settings
+
+    def hold(**values: Any) -> float | None:
+        settings = WorkerSettings(_env_file=None, **values)
+        return turn_detection_settings(settings).unfinished_hold_ms(settings.vad_min_silence_ms)
+
+    assert hold() is None
+    assert hold(TURN_TEXT_CHECK=True) == 1000.0  # up to 1600 ms in all after the 600 ms silence
+    assert hold(TURN_DETECTION="smart-turn") == 1600.0 - 250.0
+    assert hold(TURN_DETECTION="smart-turn", TURN_TEXT_CHECK=False) is None
+    assert hold(TURN_DETECTION="smart-turn", STT_LANGUAGE="de") is None  # only English is checked
+    assert hold(TURN_DETECTION="smart-turn", TURN_TEXT_LANGUAGE="en-GB", STT_LANGUAGE="de") == 1350.0

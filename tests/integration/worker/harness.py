@@ -156,6 +156,9 @@ class Human:
     transcriptions: list[dict[str, Any]] = field(default_factory=list)
     agent_states: list[str] = field(default_factory=list)
     heard: list[Heard] = field(default_factory=list)
+    speech_out: list[float] = field(default_factory=list)
+    """When each utterance's first sample left the microphone (``time.monotonic()``): the moment it was
+    captured plus the audio queued ahead of it in the source."""
     jwt: str | None = None
     """A token from elsewhere (the token service); otherwise one is minted with the test keys."""
     microphone: bool = True
@@ -189,6 +192,7 @@ class Human:
         while True:
             if not pending and not self._speech.empty():
                 pending = self._speech.get_nowait()
+                self.speech_out.append(time.monotonic() + self.source.queued_duration)
             if pending:
                 chunk, pending = pending[:frame_bytes], pending[frame_bytes:]
                 chunk = chunk.ljust(frame_bytes, b"\x00")

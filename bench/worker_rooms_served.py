@@ -1,7 +1,7 @@
 """Does a worker keep anything of the rooms it has served? Idle CPU and threads after N rooms, one after another.
 
 The real ``python -m worker dev`` (thread executor, the fake providers of the worker tests, the dev server on
-a thread of this process); one official-SDK human per room says one utterance, hears the answer and leaves;
+a thread of this process; ``--executor process``: each job in a process, counted with the worker); one official-SDK human per room says one utterance, hears the answer and leaves;
 the next room starts after it. After each batch the worker's CPU rate is read over ``--window`` seconds of
 idleness (from ``/proc/PID/stat``) with its threads by name.
 
@@ -9,6 +9,7 @@ Usage::
 
     .venv/bin/python bench/worker_rooms_served.py                 # after 1, 5 and 15 rooms
     .venv/bin/python bench/worker_rooms_served.py --batches 1 4 10 --window 8
+    .venv/bin/python bench/worker_rooms_served.py --executor process   # jobs in processes of their own
 """
 
 from __future__ import annotations
@@ -39,16 +40,36 @@ from tests.integration.worker.harness import (  # noqa: E402
 from tests.integration.worker.openai_fake import OpenAIFake  # noqa: E402
 
 
+def family(pid: int) -> list[int]:
+    """``pid`` and its descendants (job processes, with ``--executor process``)."""
+    import psutil
+
+    proc = psutil.Process(pid)
+    return [pid, *(p.pid for p in proc.children(recursive=True))]
+
+
 def threads(pid: int) -> Counter[str]:
-    """The process's threads by name."""
-    return Counter((t / "comm").read_text().strip() for t in Path(f"/proc/{pid}/task").iterdir())
+    """The threads of the process and its descendants, by name."""
+    names: Counter[str] = Counter()
+    for p in family(pid):
+        with contextlib.suppress(FileNotFoundError):
+            names.update((t / "comm").read_text().strip() for t in Path(f"/proc/{p}/task").iterdir())
+    return names
+
+
+def _family_cpu_s(pid: int) -> float:
+    total = 0.0
+    for p in family(pid):
+        with contextlib.suppress(FileNotFoundError):
+            total += _cpu_s(p)
+    return total
 
 
 def idle_cpu(pid: int, window_s: float) -> float:
-    """Cores used while nothing happens, over ``window_s``."""
-    before = _cpu_s(pid)
+    """Cores used by the worker and its job processes while nothing happens, over ``window_s``."""
+    before = _family_cpu_s(pid)
     time.sleep(window_s)
-    return (_cpu_s(pid) - before) / window_s
+    return (_family_cpu_s(pid) - before) / window_s
 
 
 async def serve(url: str, first: int, n: int) -> None:
@@ -66,6 +87,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 4, 10], help="rooms per batch")
     parser.add_argument("--window", type=float, default=8.0, help="seconds of idleness measured")
+    parser.add_argument("--executor", choices=["thread", "process"], default="thread")
     parser.add_argument("--settle", type=float, default=5.0, help="seconds after a batch before measuring")
     args = parser.parse_args()
     fake = OpenAIFake(default_transcript="What is the capital of France?", default_reply="Paris.")
@@ -75,7 +97,7 @@ def main() -> int:
             "LIVEKIT_API_KEY": API_KEY,
             "LIVEKIT_API_SECRET": API_SECRET,
             "AGENT_NAME": "",
-            "WORKER_EXECUTOR": "thread",
+            "WORKER_EXECUTOR": args.executor,
             "WORKER_LOAD_THRESHOLD": "1.0",
             **provider_env(fake),
         }

@@ -236,6 +236,11 @@ async def play(human: Human, clip: Clip, wav: Path, fake: SaidSTT) -> dict[str, 
     row["answered"] = True
     row["latency_s"] = first - end_of_speech - FIXED_DELAY_S
     row["false_endpoint"] = first < end_of_speech
+    # where the time went (llmrtc's events, as the participant received them; none from LiveKit Agents)
+    for kind in ("speech_end", "turn_start", "tts_start"):
+        at = next((t for t, e in human.events if e["type"] == kind and t >= t0), None)
+        if at is not None:
+            row[f"{kind}_s"] = at - end_of_speech
     await asyncio.sleep(max(0.0, t0 + clip.duration_s - time.monotonic()))
     return row
 
@@ -294,15 +299,20 @@ def pct(values: list[float], q: float) -> float:
 
 def summarize(results: list[dict[str, Any]]) -> dict[str, Any]:
     """Per system: p50 / p95 of end of speech -> first audio (complete clips), false endpoints (pause
-    clips), worker CPU per turn; each as min / median / max over the runs."""
+    clips; and complete clips answered before they were over), worker CPU per turn; each as min / median /
+    max over the runs."""
     table: dict[str, Any] = {}
     for name in SYSTEMS:
         runs = [r for r in results if r["system"] == name]
         if not runs:
             continue
-        p50s, p95s, fes, cpus, unanswered = [], [], [], [], 0
+        p50s, p95s, fes, cpus, unanswered, early = [], [], [], [], 0, 0
         for r in runs:
-            lat = [x["latency_s"] for x in r["rows"] if x["kind"] == "complete" and x.get("answered")]
+            answered = [x["latency_s"] for x in r["rows"] if x["kind"] == "complete" and x.get("answered")]
+            # an answer that starts before a complete request is over (inside its comma) is a false endpoint
+            # too: counted there, not as a latency
+            lat = [x for x in answered if x >= 0]
+            early += len(answered) - len(lat)
             pauses = [x for x in r["rows"] if x["kind"] == "pause"]
             unanswered += sum(1 for x in r["rows"] if not x.get("answered"))
             if lat:
@@ -323,6 +333,7 @@ def summarize(results: list[dict[str, Any]]) -> dict[str, Any]:
                 1 for r in runs for x in r["rows"] if x["kind"] == "pause" and x.get("false_endpoint")
             ),
             "pause_clips": sum(1 for r in runs for x in r["rows"] if x["kind"] == "pause"),
+            "complete_answered_early": early,
             "cpu_ms_per_turn": mmm(cpus),
             "unanswered": unanswered,
         }
@@ -394,7 +405,8 @@ def main() -> int:
         less = [round(x - two_way) for x in row["p50_ms"]]
         print(
             f"{name:16} | {row['p50_ms']} | {less} | {row['p95_ms']} | {row['false_endpoints_pct']} "
-            f"({row['false_endpoints']}/{row['pause_clips']}) | {row['cpu_ms_per_turn']} | {row['unanswered']}"
+            f"({row['false_endpoints']}/{row['pause_clips']}; complete answered early "
+            f"{row['complete_answered_early']}) | {row['cpu_ms_per_turn']} | {row['unanswered']}"
         )
     return 0
 

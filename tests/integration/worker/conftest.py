@@ -4,18 +4,16 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from signalling.devserver.server import DevServer
 from tests.integration.worker.harness import (
-    API_KEY,
-    API_SECRET,
     BackgroundLoop,
     WorkerProcess,
-    provider_env,
     running_servers,
+    running_worker,
+    worker_env,
 )
 from tests.integration.worker.openai_fake import OpenAIFake
 
@@ -33,24 +31,9 @@ def worker(
     servers: tuple[DevServer, OpenAIFake, BackgroundLoop], tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[WorkerProcess]:
     dev, fake, _ = servers
-    env = {
-        "LIVEKIT_URL": dev.url,
-        "LIVEKIT_API_KEY": API_KEY,
-        "LIVEKIT_API_SECRET": API_SECRET,
-        "AGENT_NAME": "",  # set but empty: automatic dispatch (the tests' tokens name no agent)
-        "VAD_MIN_SILENCE_MS": "500",
-        "FALSE_INTERRUPTION_TIMEOUT": "1.0",
-        "WORKER_EXECUTOR": "thread",
-        **provider_env(fake),
-    }
-    log: Path = tmp_path_factory.mktemp("worker") / "worker.log"
-    proc = WorkerProcess(env, log).start()
-    try:
-        proc.wait_registered()
+    env = worker_env(dev, fake, VAD_MIN_SILENCE_MS="500", FALSE_INTERRUPTION_TIMEOUT="1.0")
+    with running_worker(env, tmp_path_factory.mktemp("worker") / "worker.log") as proc:
         yield proc
-    finally:
-        proc.stop()
-        print(proc.output()[-6000:])
 
 
 @pytest.fixture

@@ -58,6 +58,20 @@ def provider_env(fake: OpenAIFake) -> dict[str, str]:
     }
 
 
+def worker_env(dev: DevServer, fake: OpenAIFake, **settings: str) -> dict[str, str]:
+    """A worker on ``dev`` with every provider on ``fake``, automatic dispatch (``AGENT_NAME`` set but empty:
+    the tests' tokens name no agent) and jobs on threads; ``settings`` add to it or override it."""
+    return {
+        "LIVEKIT_URL": dev.url,
+        "LIVEKIT_API_KEY": API_KEY,
+        "LIVEKIT_API_SECRET": API_SECRET,
+        "AGENT_NAME": "",
+        "WORKER_EXECUTOR": "thread",
+        **provider_env(fake),
+        **settings,
+    }
+
+
 @dataclass
 class WorkerProcess:
     """``python -m worker dev`` with its output captured to a log file."""
@@ -359,6 +373,19 @@ def serving_worker(workers: dict[str, WorkerProcess], agent_identity: str) -> st
 def said(request: dict[str, Any]) -> list[tuple[str, str]]:
     """The user and assistant messages of a recorded chat request, as (role, content)."""
     return [(m["role"], m["content"]) for m in request["messages"] if m["role"] in ("user", "assistant")]
+
+
+@contextlib.contextmanager
+def running_worker(env: dict[str, str], log: Path) -> Iterator[WorkerProcess]:
+    """``python -m worker dev`` with ``env``, registered; stopped afterwards (its log's tail printed, for a
+    failing test's report)."""
+    proc = WorkerProcess(env, log).start()
+    try:
+        proc.wait_registered()
+        yield proc
+    finally:
+        proc.stop()
+        print(proc.output()[-6000:])
 
 
 F = TypeVar("F", bound=OpenAIFake)

@@ -6,19 +6,17 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from signalling.devserver.server import DevServer
 from tests.fixtures import fixture_path
 from tests.integration.worker.harness import (
-    API_KEY,
-    API_SECRET,
     BackgroundLoop,
     Human,
     WorkerProcess,
-    provider_env,
+    running_worker,
+    worker_env,
 )
 from tests.integration.worker.openai_fake import OpenAIFake, TranscriptRule
 
@@ -42,26 +40,16 @@ def turn_worker(servers: Servers, tmp_path_factory: pytest.TempPathFactory) -> I
         TranscriptRule(4.0, 6.5, " ".join(words[:14])),
         TranscriptRule(6.5, 60.0, STORY),  # the whole utterance: 7 s of speech with its pads
     ]
-    env = {
-        "LIVEKIT_URL": dev.url,
-        "LIVEKIT_API_KEY": API_KEY,
-        "LIVEKIT_API_SECRET": API_SECRET,
-        "AGENT_NAME": "",
-        "WORKER_EXECUTOR": "thread",
-        "TURN_DETECTION": "smart-turn",
-        "INTERIM_TRANSCRIPTS": "true",
-        "INTERIM_INTERVAL_MS": "400",
-        "PREEMPTIVE_GENERATION": "true",
-        **provider_env(fake),
-    }
-    log: Path = tmp_path_factory.mktemp("turn-worker") / "worker.log"
-    proc = WorkerProcess(env, log).start()
-    try:
-        proc.wait_registered()
+    env = worker_env(
+        dev,
+        fake,
+        TURN_DETECTION="smart-turn",
+        INTERIM_TRANSCRIPTS="true",
+        INTERIM_INTERVAL_MS="400",
+        PREEMPTIVE_GENERATION="true",
+    )
+    with running_worker(env, tmp_path_factory.mktemp("turn-worker") / "worker.log") as proc:
         yield proc
-    finally:
-        proc.stop()
-        print(proc.output()[-6000:])
 
 
 async def test_interim_transcripts_arrive_before_the_final_one(

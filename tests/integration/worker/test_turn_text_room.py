@@ -7,19 +7,17 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from signalling.devserver.server import DevServer
 from tests.fixtures.turn_corpus import corpus
 from tests.integration.worker.harness import (
-    API_KEY,
-    API_SECRET,
     BackgroundLoop,
     Human,
     WorkerProcess,
-    provider_env,
+    running_worker,
+    worker_env,
 )
 from tests.integration.worker.openai_fake import OpenAIFake, TranscriptRule
 
@@ -43,25 +41,9 @@ def held_worker(servers: Servers, tmp_path_factory: pytest.TempPathFactory) -> I
         TranscriptRule(2.0, 4.0, HEAD),
         TranscriptRule(4.0, 60.0, WHOLE),
     ]
-    env = {
-        "LIVEKIT_URL": dev.url,
-        "LIVEKIT_API_KEY": API_KEY,
-        "LIVEKIT_API_SECRET": API_SECRET,
-        "AGENT_NAME": "",
-        "WORKER_EXECUTOR": "thread",
-        "TURN_DETECTION": "vad",
-        "VAD_MIN_SILENCE_MS": "300",
-        "TURN_TEXT_CHECK": "true",
-        **provider_env(fake),
-    }
-    log: Path = tmp_path_factory.mktemp("held-worker") / "worker.log"
-    proc = WorkerProcess(env, log).start()
-    try:
-        proc.wait_registered()
+    env = worker_env(dev, fake, TURN_DETECTION="vad", VAD_MIN_SILENCE_MS="300", TURN_TEXT_CHECK="true")
+    with running_worker(env, tmp_path_factory.mktemp("held-worker") / "worker.log") as proc:
         yield proc
-    finally:
-        proc.stop()
-        print(proc.output()[-6000:])
 
 
 async def test_words_that_stop_mid_sentence_are_answered_with_the_rest(

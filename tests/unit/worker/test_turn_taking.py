@@ -58,12 +58,15 @@ def tools(record: Booked) -> ToolRegistry:
 
 
 async def session_with(
-    replies: list[ScriptedReply | str], registry: ToolRegistry | None = None, **settings: Any
+    replies: list[ScriptedReply | str],
+    registry: ToolRegistry | None = None,
+    stt: FakeSTT | None = None,
+    **settings: Any,
 ) -> tuple[RoomSession, FakeRoom, ConversationOrchestrator, FakeSTT, ScriptedLLM]:
     values = {"PREEMPTIVE_GENERATION": True, **{k.upper(): v for k, v in settings.items()}}
     config = WorkerSettings(_env_file=None, **values)
     llm = ScriptedLLM(replies, ttft_s=0.05, tokens_per_s=200.0)
-    stt = FakeSTT(by_length)
+    stt = stt or FakeSTT(by_length)
     tts = FakeTTS(chars_per_second=15.0)
     orchestrator = ConversationOrchestrator(
         ConversationProviders(llm=llm, stt=stt, tts=tts),
@@ -347,23 +350,8 @@ async def held_session(
     stt: FakeSTT, replies: list[ScriptedReply | str], **settings: Any
 ) -> tuple[RoomSession, FakeRoom, ConversationOrchestrator, ScriptedLLM]:
     # VAD_MIN_SILENCE_MS 600 and TURN_MAX_SILENCE_MS 900: words that stop mid-sentence wait 300 ms more
-    values = {
-        "TURN_TEXT_CHECK": True,
-        "TURN_MAX_SILENCE_MS": 900,
-        **{k.upper(): v for k, v in settings.items()},
-    }
-    config = WorkerSettings(_env_file=None, **values)
-    llm = ScriptedLLM(replies, ttft_s=0.02, tokens_per_s=400.0)
-    tts = FakeTTS(chars_per_second=40.0)
-    orchestrator = ConversationOrchestrator(
-        ConversationProviders(llm=llm, stt=stt, tts=tts), OrchestratorConfig(system_prompt="test")
-    )
-    room = FakeRoom()
-    session = RoomSession(
-        config, room, OrchestratorConversation(orchestrator, tts), FakeListener, room_name="r"
-    )
-    session.start()
-    session.on_participant_joined(ParticipantInfo("alice", "Alice", {}))
+    values = {"PREEMPTIVE_GENERATION": False, "TURN_TEXT_CHECK": True, "TURN_MAX_SILENCE_MS": 900, **settings}
+    session, room, orchestrator, _, llm = await session_with(replies, stt=stt, **values)
     return session, room, orchestrator, llm
 
 

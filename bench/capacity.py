@@ -226,16 +226,18 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _tree(pid: int) -> list[Any]:
+def process_tree(pid: int) -> list[Any]:
+    """The process ``pid`` and its descendants (psutil)."""
     import psutil
 
     proc = psutil.Process(pid)
     return [proc, *proc.children(recursive=True)]
 
 
-def _cpu_s(pid: int) -> float:
+def tree_cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) of ``pid`` and its descendants."""
     total = 0.0
-    for p in _tree(pid):
+    for p in process_tree(pid):
         with contextlib.suppress(Exception):
             t = p.cpu_times()
             total += t.user + t.system
@@ -244,7 +246,7 @@ def _cpu_s(pid: int) -> float:
 
 def _memory_mb(pid: int) -> tuple[float, float]:
     rss = pss = 0.0
-    for p in _tree(pid):
+    for p in process_tree(pid):
         with contextlib.suppress(Exception):
             info = p.memory_full_info()
             rss += info.rss
@@ -396,7 +398,7 @@ def run_once(
             measure_from, end_at = json.loads(marker.read_text())
             while time.monotonic() < measure_from:
                 time.sleep(0.1)
-            cpu0, t0 = _cpu_s(worker.pid), time.monotonic()
+            cpu0, t0 = tree_cpu_s(worker.pid), time.monotonic()
             spy = None
             if profile:  # py-spy (pip install py-spy): collapsed stacks of every thread, idle ones left out
                 prof = logs / f"profile-{system.replace('/', '_')}-n{n}-r{rep}.txt"
@@ -424,7 +426,7 @@ def run_once(
                 if load is not None:
                     run.worker_load.append(load)
                 time.sleep(1.0)
-            cpu1, t1 = _cpu_s(worker.pid), time.monotonic()
+            cpu1, t1 = tree_cpu_s(worker.pid), time.monotonic()
             if spy is not None:
                 try:
                     spy.wait(90)

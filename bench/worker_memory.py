@@ -150,7 +150,7 @@ def snapshot(pid: int, stage: str) -> Snapshot:
 # ------------------------------------------------------------------------------------------------ one run
 
 
-async def _talk(human: Human) -> None:
+async def talk_once(human: Human) -> None:
     """Wait for the agent, say one utterance, wait for the spoken answer to end."""
     await human.wait_agent_state("listening", within=60)
     await human.say(fixture_path("capital_16k"))
@@ -167,12 +167,12 @@ async def _stages(url: str, pid: int, settle_s: float) -> tuple[list[Snapshot], 
         humans.append(first)
         await first.wait_agent_state("listening", within=60)
         first_ready_s = time.monotonic() - joined
-        await _talk(first)
+        await talk_once(first)
         await asyncio.sleep(settle_s)
         snaps.append(snapshot(pid, "1 room"))
         more = [await Human(url, f"mem-{i}", f"human-{i}", f"Human {i}").join() for i in range(1, 4)]
         humans += more
-        await asyncio.gather(*(_talk(h) for h in more))
+        await asyncio.gather(*(talk_once(h) for h in more))
         await asyncio.sleep(settle_s)
         snaps.append(snapshot(pid, "4 rooms"))
     finally:

@@ -27,56 +27,39 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from worker_memory import _cpu_s, _talk  # noqa: E402
+from capacity import process_tree, tree_cpu_s  # noqa: E402
+from worker_memory import talk_once  # noqa: E402
 
 from tests.integration.worker.harness import (  # noqa: E402
-    API_KEY,
-    API_SECRET,
     Human,
     WorkerProcess,
-    provider_env,
     running_servers,
+    worker_env,
 )
 from tests.integration.worker.openai_fake import OpenAIFake  # noqa: E402
 
 
-def family(pid: int) -> list[int]:
-    """``pid`` and its descendants (job processes, with ``--executor process``)."""
-    import psutil
-
-    proc = psutil.Process(pid)
-    return [pid, *(p.pid for p in proc.children(recursive=True))]
-
-
 def threads(pid: int) -> Counter[str]:
-    """The threads of the process and its descendants, by name."""
+    """The threads of the process and its descendants (job processes), by name."""
     names: Counter[str] = Counter()
-    for p in family(pid):
+    for proc in process_tree(pid):
         with contextlib.suppress(FileNotFoundError):
-            names.update((t / "comm").read_text().strip() for t in Path(f"/proc/{p}/task").iterdir())
+            names.update((t / "comm").read_text().strip() for t in Path(f"/proc/{proc.pid}/task").iterdir())
     return names
-
-
-def _family_cpu_s(pid: int) -> float:
-    total = 0.0
-    for p in family(pid):
-        with contextlib.suppress(FileNotFoundError):
-            total += _cpu_s(p)
-    return total
 
 
 def idle_cpu(pid: int, window_s: float) -> float:
     """Cores used by the worker and its job processes while nothing happens, over ``window_s``."""
-    before = _family_cpu_s(pid)
+    before = tree_cpu_s(pid)
     time.sleep(window_s)
-    return (_family_cpu_s(pid) - before) / window_s
+    return (tree_cpu_s(pid) - before) / window_s
 
 
 async def serve(url: str, first: int, n: int) -> None:
     for i in range(first, first + n):
         human = await Human(url, f"served-{i}", "human", "Human").join()
         try:
-            await _talk(human)
+            await talk_once(human)
         finally:
             with contextlib.suppress(Exception):
                 await human.leave()
@@ -92,15 +75,7 @@ def main() -> int:
     args = parser.parse_args()
     fake = OpenAIFake(default_transcript="What is the capital of France?", default_reply="Paris.")
     with running_servers(fake) as (dev, fake, _):
-        env = {
-            "LIVEKIT_URL": dev.url,
-            "LIVEKIT_API_KEY": API_KEY,
-            "LIVEKIT_API_SECRET": API_SECRET,
-            "AGENT_NAME": "",
-            "WORKER_EXECUTOR": args.executor,
-            "WORKER_LOAD_THRESHOLD": "1.0",
-            **provider_env(fake),
-        }
+        env = worker_env(dev, fake, WORKER_EXECUTOR=args.executor, WORKER_LOAD_THRESHOLD="1.0")
         log = Path(os.environ.get("TMPDIR", "/tmp")) / f"worker-rooms-served-{time.time_ns()}.log"
         worker = WorkerProcess(env, log).start()
         try:

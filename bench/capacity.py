@@ -9,7 +9,10 @@ and listening to the agent's track.
 
 Systems: ``llmrtc`` (``python -m worker dev``, thread executor, ``VAD_MIN_SILENCE_MS=550``) and ``livekit``
 (``bench/lk_agent.py``: ``AgentSession`` with the silero and openai plugins, thread executor, VAD end of turn
-at silero's 550 ms, no extra endpointing delay). ``llmrtc@PATH`` runs the llmrtc worker of another checkout
+at silero's 550 ms, no extra endpointing delay). ``llmrtc`` takes every room (``WORKER_LOAD_THRESHOLD=1.0``,
+to measure past its capacity); ``llmrtc-default`` is the worker as shipped (threshold 0.7): past its capacity
+it refuses rooms, which then wait for a worker (their people see "Waiting for the assistant to join"; their
+speech is counted as *unserved*, not as missed turns). ``llmrtc@PATH`` runs the llmrtc worker of another checkout
 (before/after comparisons). Runs are interleaved: for each repetition, for each N, each system in turn
 (order alternating), each on a fresh worker process.
 
@@ -19,6 +22,7 @@ Per run, over a measuring window after a warm-up:
 - **memory**: the worker tree's RSS (and PSS) at the end; idle RSS before the first room;
 - **latency**: at the listener, from the end of an utterance's playout into the room to the first loud frame
   of the agent's audio after it (p50, p95);
+- **rooms refused** (no agent joined before the window ended) and their unserved utterances;
 - **missed turns**: utterances with no agent audio before the next one; *announced* when an llmrtc error
   event (``turn_dropped``, ``turn_late``, ``worker_busy``, ``audio_dropped``, ...) reached the speaker in that
   time, else *silent*;
@@ -172,7 +176,7 @@ async def _human(
 
 
 async def _humans(url: str, rooms: list[str], warmup: float, window: float, out: Path) -> None:
-    """Every human joins; once every room's agent listens (or after 90 s), speech starts everywhere; the
+    """Every human joins; once every room's agent listens (or no more join), speech starts everywhere; the
     measuring window (after ``warmup``) is written to ``out.start`` for the parent to measure the worker."""
     offsets = [PERIOD_S * i / max(1, len(rooms)) for i in range(len(rooms))]
     random.Random(1).shuffle(offsets)
@@ -182,8 +186,17 @@ async def _humans(url: str, rooms: list[str], warmup: float, window: float, out:
         *(_human(url, r, f"human-{r}", times, e, o) for r, o, e in zip(rooms, offsets, readies, strict=True)),
         return_exceptions=True,
     )
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(asyncio.gather(*(e.wait() for e in readies)), 90)
+    # every agent listening, or no new one for 20 s (a full worker refuses rooms), or 90 s
+    loop = asyncio.get_running_loop()
+    began = last_change = loop.time()
+    ready_count = 0
+    while ready_count < len(readies) and loop.time() - began < 90:
+        now_ready = sum(e.is_set() for e in readies)
+        if now_ready != ready_count:
+            ready_count, last_change = now_ready, loop.time()
+        elif ready_count and loop.time() - last_change > 20:
+            break
+        await asyncio.sleep(0.2)
     start_at = time.monotonic() + 1.0
     times.set_result((start_at, start_at + warmup + window))
     marker = out.with_suffix(".start")
@@ -286,6 +299,8 @@ class Run:
     missed_announced: int = 0
     missed_silent: int = 0
     rooms_without_agent: int = 0
+    unserved: int = 0
+    """Utterances in a room before its agent joined (refused rooms: all of theirs)."""
     load_avg: tuple[float, float] = (0.0, 0.0)
     worker_load: list[float] = field(default_factory=list)
     error: str = ""
@@ -338,7 +353,8 @@ def run_once(
         AGENT_NAME="",
         VAD_MIN_SILENCE_MS="550",
         WORKER_EXECUTOR="thread",
-        WORKER_LOAD_THRESHOLD="1.0",  # measure past the point where it would stop taking rooms
+        # measure past the point where it would stop taking rooms (``llmrtc-default``: the shipped threshold)
+        WORKER_LOAD_THRESHOLD="1.0",
         LLMRTC_ENV_FILE=str(logs / "no.env"),
         PYTHONUNBUFFERED="1",
     )
@@ -347,6 +363,8 @@ def run_once(
         env["METRICS_HOST"] = "127.0.0.1"
     if system == "livekit-process":
         env["LK_EXECUTOR"] = "process"
+    if system == "llmrtc-default":
+        del env["WORKER_LOAD_THRESHOLD"]
     cmd, cwd = _worker_cmd(system)
     log_path = logs / f"{system.replace('/', '_')}-n{n}-r{rep}.log"
     with log_path.open("wb") as log:
@@ -438,6 +456,7 @@ def run_once(
             run.load_avg = (run.load_avg[0], os.getloadavg()[0])
             humans.wait(60)
             _score(run, json.loads(out.read_text()), measure_from, end_at)
+            run.cpu_per_room = run.cpu_total / max(1, n - run.rooms_without_agent)
             if worker.poll() is not None or "FFI Panic" in log_path.read_text(errors="replace"):
                 run.crashed = True
         finally:
@@ -456,7 +475,10 @@ def _score(run: Run, humans: list[dict[str, Any]], start: float, end: float) -> 
         if "error" in h:
             run.error = h["error"]
             continue
-        if not h["agent_joined"]:
+        joined = h["agent_joined"][0] if h["agent_joined"] else None
+        if joined is None or joined >= end:
+            # refused (the worker was full): the room waits for a worker, which its people see ("Waiting
+            # for the assistant to join"); what they said was said to nobody, not a missed turn
             run.rooms_without_agent += 1
         told_busy = any(code == "worker_busy" for _, code in h["errors"])
         utts = h["utterances"]
@@ -464,6 +486,9 @@ def _score(run: Run, humans: list[dict[str, Any]], start: float, end: float) -> 
             if began < start or ended > end - 1.0:
                 continue
             until = utts[i + 1][0] if i + 1 < len(utts) else ended + PERIOD_S - 1.0
+            if joined is None or began < joined:
+                run.unserved += 1
+                continue
             run.utterances += 1
             first = next((t for t in h["loud"] if ended < t < until), None)
             if first is not None:
@@ -488,8 +513,8 @@ def _mmm(xs: list[float], fmt: str = "{:.3f}") -> str:
 def report(runs: list[Run]) -> str:
     lines = [
         "| system | N | CPU/room (cores) | RSS MB | PSS MB | idle RSS MB | p50 ms | p95 ms | answered/utterances | "
-        "missed (announced/silent) | worker crashed | llmrtc load | load avg |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "missed (announced/silent) | rooms refused (utterances unserved) | worker crashed | llmrtc load | load avg |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     keys = sorted({(r.system, r.n) for r in runs}, key=lambda k: (k[1], k[0]))
     for system, n in keys:
@@ -505,12 +530,15 @@ def report(runs: list[Run]) -> str:
             f"{_mmm([r.p50 for r in rs], '{:.0f}')} | {_mmm([r.p95 for r in rs], '{:.0f}')} | "
             f"{sum(r.answered for r in rs)}/{sum(r.utterances for r in rs)} | "
             f"{sum(r.missed_announced for r in rs)}/{sum(r.missed_silent for r in rs)} | "
+            f"{sum(r.rooms_without_agent for r in rs)} ({sum(r.unserved for r in rs)}) | "
             f"{sum(r.crashed for r in rs)}/{len(rs)} | "
             f"{_mmm([max(r.worker_load) for r in rs if r.worker_load], '{:.2f}')} | "
             f"{_mmm([r.load_avg[0] for r in rs], '{:.1f}')}->{_mmm([r.load_avg[1] for r in rs], '{:.1f}')} |"
         )
     lines.append("")
-    lines.append("min/median/max over the repetitions; CPU: cores used by the worker's process tree / N.")
+    lines.append(
+        "min/median/max over the repetitions; CPU: cores used by the worker's process tree / rooms it served."
+    )
     return "\n".join(lines)
 
 
@@ -552,7 +580,7 @@ def main() -> int:
                     print(
                         f"{system:>10} N={n:<3} rep={rep} cpu/room={run.cpu_per_room:.3f} rss={run.rss_mb:.0f} "
                         f"p50={run.p50:.0f} p95={run.p95:.0f} answered={run.answered}/{run.utterances} "
-                        f"missed={run.missed_announced}+{run.missed_silent} load={run.load_avg} "
+                        f"missed={run.missed_announced}+{run.missed_silent} refused={run.rooms_without_agent} load={run.load_avg} "
                         f"wload={max(run.worker_load) if run.worker_load else '-'} crashed={run.crashed} {run.error}",
                         flush=True,
                     )

@@ -37,7 +37,7 @@ from worker.config import WorkerSettings, load_settings
 from worker.conversation import Providers, build_conversation
 from worker.errors import error_message
 from worker.listeners import ListenerFactory
-from worker.load import load_fnc, watch_loop
+from worker.load import load_fnc, monitor, watch_loop
 from worker.observability import READINESS, humans_in_room, process_metrics, room_closed, room_opened
 from worker.persistence import PersistentConversation, RoomPersistence
 from worker.room import RoomIO
@@ -64,7 +64,9 @@ def prewarm(proc: JobProcess) -> None:
 
 def make_request_fnc(settings: WorkerSettings) -> Callable[[JobRequest], Awaitable[None]]:
     """The job request handler: accept a job, joining as ``AGENT_DISPLAY_NAME``, unless the worker's load
-    is at ``WORKER_LOAD_THRESHOLD``: then decline it, so LiveKit offers it to another worker."""
+    (rooms just accepted included, at ``WORKER_ROOM_CPU`` each) is at ``WORKER_LOAD_THRESHOLD``: then
+    decline it, so LiveKit offers it to another worker."""
+    monitor().room_cpu_cores = settings.room_cpu
 
     async def accept_job(request: JobRequest) -> None:
         if refuse_offer(settings.load_threshold):
@@ -72,7 +74,10 @@ def make_request_fnc(settings: WorkerSettings) -> Callable[[JobRequest], Awaitab
             process_metrics().increment(MetricNames.WORKER_SHED, 1, {"what": "job"})
             await request.reject(terminate=False)
             return
-        log.info("accepting job", extra={"room": request.room.name, "job": request.id})
+        load = monitor().admit()  # counted at once: the next offer of a burst sees this room
+        log.info(
+            "accepting job", extra={"room": request.room.name, "job": request.id, "load": round(load, 2)}
+        )
         await request.accept(name=settings.agent_display_name)
 
     return accept_job

@@ -14,8 +14,13 @@ Four signals, each scaled so that ``1.0`` is the point where turns start to be l
 - **audio underruns** of the agent's tracks (the playout queue ran dry in the middle of an answer: a
   listener hears a gap; :func:`note_underrun`), per second over :data:`UNDERRUNS_FULL_PER_S`.
 
-The load is the largest of the four (each can be the bottleneck on its own), smoothed over the window, and
-``WORKER_LOAD_THRESHOLD`` (default 0.7) is where the worker reports itself full. :func:`current_load` is
+The load is the largest of the four (each can be the bottleneck on its own), smoothed over the window, plus
+what the rooms accepted in the last :data:`ADMISSION_S` will cost (**admissions**: a room's cost shows in
+the signals only seconds after its job is accepted, so without this a burst of dispatches meets an idle
+worker and every room is taken; ``bench/capacity.py`` at N = 16 saw 16 rooms accepted in 2 s). A room is
+counted at the cost per room the process measures (its load over its rooms), at least
+``WORKER_ROOM_CPU`` cores (default 0.15). ``WORKER_LOAD_THRESHOLD`` (default 0.7) is where the worker
+reports itself full. :func:`current_load` is
 what livekit-agents calls; it also sets the ``llmrtc_worker_load`` gauge and records
 ``llmrtc_vad_lag_ms``. :func:`inject_load` raises the figure by hand (tests, and operators draining load
 off a host).
@@ -29,9 +34,11 @@ import os
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 
 from llmrtc.metrics import MetricNames, MetricsAdapter
+from worker.observability import open_rooms
 
 log = logging.getLogger("llmrtc.worker.load")
 
@@ -46,6 +53,12 @@ VAD_LAG_FULL_MS = 200.0
 UNDERRUNS_FULL_PER_S = 2.0
 """Gaps in the agent's audio per second (all rooms) at which the load is 1.0."""
 PROBE_INTERVAL_S = 0.1
+ROOM_CPU_CORES = 0.15
+"""What a room is assumed to cost, in cores, until the process has settled rooms to measure
+(``WORKER_ROOM_CPU``; measured: about 0.1 core per talking room, more while it starts)."""
+ADMISSION_S = 8.0
+"""A room accepted this recently is counted by its estimated cost (connecting, subscribing and its first
+turns take seconds to show in the signals)."""
 SATURATED_AFTER_S = 5.0
 """The load must stay at 1.0 this long before the worker tells new rooms it cannot serve them: a burst of
 room starts (provider clients, the native connection) is not saturation."""
@@ -62,6 +75,8 @@ class LoadSample:
     underruns: float
     loop_lag_ms: float
     vad_lag_ms: float
+    admissions: float = 0.0
+    """The estimated cost of the rooms accepted in the last :data:`ADMISSION_S` (already in ``load``)."""
 
     def bottleneck(self) -> str:
         parts = {
@@ -69,6 +84,7 @@ class LoadSample:
             "loop_lag": self.loop_lag,
             "vad_lag": self.vad_lag,
             "underruns": self.underruns,
+            "admissions": self.admissions,
         }
         return max(parts, key=lambda k: parts[k])
 
@@ -83,10 +99,23 @@ def _usable_cores() -> int:
 class LoadMonitor:
     """Collects the signals of one worker process; thread-safe (job loops run on many threads)."""
 
-    def __init__(self, *, window_s: float = WINDOW_S) -> None:
+    def __init__(
+        self,
+        *,
+        window_s: float = WINDOW_S,
+        room_cpu_cores: float = ROOM_CPU_CORES,
+        admission_s: float = ADMISSION_S,
+        rooms: Callable[[], int] = open_rooms,
+    ) -> None:
         self.window_s = window_s
+        self.room_cpu_cores = room_cpu_cores
+        self.admission_s = admission_s
         self._lock = threading.Lock()
         self._cores = _usable_cores()
+        self._admitted: deque[float] = deque()
+        self._rooms = rooms
+        self._measured = 0.0
+        self._per_room = 0.0
         self._cpu_points: deque[tuple[float, float]] = deque()
         self._lags: deque[tuple[float, float]] = deque()
         self._vad: deque[tuple[float, float]] = deque()
@@ -112,6 +141,35 @@ class LoadMonitor:
             self._underruns.append(now)
             while self._underruns and self._underruns[0] < now - self.window_s:
                 self._underruns.popleft()
+
+    def admit(self) -> float:
+        """A room was just accepted: count its estimated cost at once (the next offer sees it); the load
+        with it."""
+        now = time.monotonic()
+        with self._lock:
+            self._admitted.append(now)
+            admissions = self._admissions(now)
+            last = self.last
+            load = max(self._measured + admissions, self._injected)
+            if last is not None:
+                self.last = replace(last, load=min(load, 1.0), admissions=admissions)
+            else:
+                self.last = LoadSample(min(load, 1.0), 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, admissions)
+            return self.last.load
+
+    def room_load(self) -> float:
+        """The estimated load of one more room: the load per room measured when no room was starting, at
+        least ``room_cpu_cores`` of the process's cores."""
+        with self._lock:
+            return self._room_load()
+
+    def _room_load(self) -> float:
+        return max(self.room_cpu_cores / self._cores / CPU_FULL, self._per_room)
+
+    def _admissions(self, now: float) -> float:
+        while self._admitted and self._admitted[0] < now - self.admission_s:
+            self._admitted.popleft()
+        return len(self._admitted) * self._room_load()
 
     def inject(self, load: float) -> None:
         """Report at least ``load`` (0 to stop), whatever the signals say."""
@@ -163,13 +221,20 @@ class LoadMonitor:
             # smoothed: the mean of the last readings, so one slow tick does not flip the worker full
             self._loads.append((now, raw))
             self._trim(self._loads, now)
-            load = sum(v for _, v in self._loads) / len(self._loads)
-            load = max(load, self._injected)
-            if load < 1.0:
+            measured = sum(v for _, v in self._loads) / len(self._loads)
+            self._measured = measured
+            admissions = self._admissions(now)
+            rooms = self._rooms()
+            if not self._admitted and rooms:  # every room settled: what one costs here
+                self._per_room = measured / rooms
+            # saturation is what the signals measure: rooms still starting are not "turns are late"
+            full = max(measured, self._injected)
+            if full < 1.0:
                 self._full_since = None
             elif self._full_since is None:
                 # an injected full load counts at once; a measured one from when it began
                 self._full_since = now - (SATURATED_AFTER_S if self._injected >= 1.0 else 0.0)
+            load = max(measured + admissions, self._injected)
             sample = LoadSample(
                 load=min(load, 1.0),
                 cpu=cpu,
@@ -178,6 +243,7 @@ class LoadMonitor:
                 underruns=under,
                 loop_lag_ms=lag_ms,
                 vad_lag_ms=vad_ms,
+                admissions=admissions,
             )
             self.last = sample
         return sample
@@ -240,8 +306,10 @@ async def watch_loop(interval_s: float = PROBE_INTERVAL_S, *, stuck_after_s: flo
 
 
 __all__ = [
+    "ADMISSION_S",
     "CPU_FULL",
     "LOOP_LAG_FULL_MS",
+    "ROOM_CPU_CORES",
     "UNDERRUNS_FULL_PER_S",
     "VAD_LAG_FULL_MS",
     "LoadMonitor",

@@ -137,6 +137,12 @@ def room_opened() -> None:
     process_metrics().gauge(MetricNames.WORKER_ROOMS, rooms)
 
 
+def open_rooms() -> int:
+    """The rooms this process's jobs have joined and not left."""
+    with _LOCK:
+        return _ROOMS
+
+
 def room_closed(room: str) -> None:
     global _ROOMS
     with _LOCK:

@@ -152,3 +152,41 @@ def test_a_burst_is_not_saturation_until_it_lasts() -> None:
     m._loads.clear()
     m.sample()
     assert not m.saturated()
+
+
+def test_a_burst_of_offers_is_counted_room_by_room_before_the_signals_show_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    m = LoadMonitor(room_cpu_cores=0.25, rooms=lambda: 0)
+    monkeypatch.setattr(load_mod, "_MONITOR", m)
+    m.sample()
+    per_room = m.room_load()
+    assert per_room == pytest.approx(0.25 / load_mod._usable_cores() / load_mod.CPU_FULL)
+    accepted = 0
+    for _ in range(40):  # sixteen rooms dispatched at once, each offer answered before any room starts
+        if shedding.refuse_offer(0.7):
+            break
+        m.admit()
+        accepted += 1
+    # accepted while the load with them stayed under the threshold, then refused: not all of them
+    assert 1 <= accepted < 40
+    assert m.last is not None and m.last.load >= 0.7 and m.last.bottleneck() == "admissions"
+    assert accepted == min(40, int(0.7 / per_room - 1e-9) + 1 if per_room < 0.7 else 1)
+    assert not m.saturated()  # rooms starting are not late turns: nobody is told "busy" for them
+
+
+def test_admissions_expire_and_the_measured_cost_per_room_takes_over() -> None:
+    rooms = [0]
+    m = LoadMonitor(window_s=0.2, room_cpu_cores=0.01, admission_s=0.2, rooms=lambda: rooms[0])
+    m.admit()
+    m.admit()
+    assert m.sample().admissions == pytest.approx(2 * m.room_load())
+    time.sleep(0.25)
+    rooms[0] = 2  # both joined; their cost is in the signals now
+    m.loop_lag(LOOP_LAG_FULL_MS * 0.6)
+    sample = m.sample()
+    assert sample.admissions == 0.0
+    assert sample.load == pytest.approx(0.6, abs=0.05)
+    # one more room is estimated at what the settled rooms cost each, not at the small floor
+    assert m.room_load() == pytest.approx(0.3, abs=0.03)
+    assert m.admit() == pytest.approx(0.9, abs=0.06)

@@ -65,6 +65,9 @@ SPEECH_FROM_S = 0.8
 SPEECH_TO_S = 2.8
 SPEECH_END_S = 2.68
 PERIOD_S = 7.0
+SEND_FRAME_MS = 100
+"""The humans send their microphone audio in frames this long: 16 humans in 20 ms frames (800 sends a
+second) kept the humans' process from real time on 2 cores (a 2 s utterance took 3-7 s to send)."""
 LOUD_RMS = 300.0
 TRANSCRIPT = "What is the capital of France?"
 REPLY = "Sure, happy to help."
@@ -136,17 +139,18 @@ async def _human(
     await lk.connect(url, jwt)
     for p in lk.remote_participants.values():
         on_participant(p)
-    source = rtc.AudioSource(16000, 1, queue_size_ms=100)
+    source = rtc.AudioSource(16000, 1, queue_size_ms=2 * SEND_FRAME_MS)
     track = rtc.LocalAudioTrack.create_audio_track("mic", source)
     await lk.local_participant.publish_track(
         track, rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_MICROPHONE)
     )
-    frame_bytes = 320 * 2  # 20 ms
+    samples = 16 * SEND_FRAME_MS
+    frame_bytes = samples * 2
     silence = b"\x00" * frame_bytes
     utterances: list[tuple[float, float]] = []
     try:
         while not times.done():
-            await source.capture_frame(rtc.AudioFrame(silence, 16000, 1, 320))
+            await source.capture_frame(rtc.AudioFrame(silence, 16000, 1, samples))
         start_at, end_at = times.result()
         next_start = start_at + offset
         while time.monotonic() < end_at:
@@ -155,13 +159,14 @@ async def _human(
                 ended = 0.0
                 for i in range(0, len(speech), frame_bytes):
                     chunk = speech[i : i + frame_bytes].ljust(frame_bytes, b"\x00")
-                    await source.capture_frame(rtc.AudioFrame(chunk, 16000, 1, 320))
+                    await source.capture_frame(rtc.AudioFrame(chunk, 16000, 1, samples))
                     if i <= speech_end_byte < i + frame_bytes:  # the last voiced frame: when it is heard
-                        ended = time.monotonic() + source.queued_duration
+                        after_end_s = (i + frame_bytes - speech_end_byte) / 32000  # its part after the end
+                        ended = time.monotonic() + source.queued_duration - after_end_s
                 utterances.append((began, ended))
                 next_start += PERIOD_S
             else:
-                await source.capture_frame(rtc.AudioFrame(silence, 16000, 1, 320))
+                await source.capture_frame(rtc.AudioFrame(silence, 16000, 1, samples))
     finally:
         for t in tasks:
             t.cancel()

@@ -132,8 +132,8 @@ class WorkerSettings(BaseSettings):
     """At this load (:mod:`worker.load`; 1.0: turns start to be late) LiveKit stops dispatching rooms to the
     worker and it refuses job offers, in ``dev`` as in ``start``."""
     room_cpu: float = Field(default=0.15, gt=0.0, le=64.0, validation_alias="WORKER_ROOM_CPU")
-    """Cores a room is assumed to cost until the worker has measured its own rooms: each room accepted in
-    the last seconds counts in the load by its cost, so a burst of dispatches cannot fill the worker
+    """Cores a talking room is assumed to cost: the load is never below the open rooms at this, and each
+    room accepted in the last seconds counts at once, so a burst of dispatches cannot fill the worker
     before its load shows them (:mod:`worker.load`)."""
     worker_processes: int = Field(default=1, ge=1, le=64, validation_alias="WORKER_PROCESSES")
     """Above 1: a supervisor runs this many worker processes and restarts one that dies

@@ -19,8 +19,10 @@ what the rooms accepted in the last :data:`ADMISSION_S` will cost (**admissions*
 the signals only seconds after its job is accepted, so without this a burst of dispatches meets an idle
 worker and every room is taken; ``bench/capacity.py`` at N = 16 saw 16 rooms accepted in 2 s). A room is
 counted at the cost per room the process measures (its load over its rooms), at least
-``WORKER_ROOM_CPU`` cores (default 0.15). ``WORKER_LOAD_THRESHOLD`` (default 0.7) is where the worker
-reports itself full. :func:`current_load` is
+``WORKER_ROOM_CPU`` cores (default 0.15). And the load is never below the open rooms at ``WORKER_ROOM_CPU``
+each: a room whose people are silent costs little now, but they may all speak at once (with the measured
+load alone, the same bench filled the worker with 14 quiet rooms, then answered 3 of 28 turns).
+``WORKER_LOAD_THRESHOLD`` (default 0.7) is where the worker reports itself full. :func:`current_load` is
 what livekit-agents calls; it also sets the ``llmrtc_worker_load`` gauge and records
 ``llmrtc_vad_lag_ms``. :func:`inject_load` raises the figure by hand (tests, and operators draining load
 off a host).
@@ -77,6 +79,8 @@ class LoadSample:
     vad_lag_ms: float
     admissions: float = 0.0
     """The estimated cost of the rooms accepted in the last :data:`ADMISSION_S` (already in ``load``)."""
+    rooms: float = 0.0
+    """The open rooms at ``WORKER_ROOM_CPU`` each (``load`` is at least this plus ``admissions``)."""
 
     def bottleneck(self) -> str:
         parts = {
@@ -85,6 +89,7 @@ class LoadSample:
             "vad_lag": self.vad_lag,
             "underruns": self.underruns,
             "admissions": self.admissions,
+            "rooms": self.rooms,
         }
         return max(parts, key=lambda k: parts[k])
 
@@ -150,11 +155,15 @@ class LoadMonitor:
             self._admitted.append(now)
             admissions = self._admissions(now)
             last = self.last
-            load = max(self._measured + admissions, self._injected)
+            load = max(self._base() + admissions, self._injected)
             if last is not None:
-                self.last = replace(last, load=min(load, 1.0), admissions=admissions)
+                self.last = replace(
+                    last, load=min(load, 1.0), admissions=admissions, rooms=self._open_rooms_load()
+                )
             else:
-                self.last = LoadSample(min(load, 1.0), 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, admissions)
+                self.last = LoadSample(
+                    min(load, 1.0), 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, admissions, self._open_rooms_load()
+                )
             return self.last.load
 
     def room_load(self) -> float:
@@ -163,8 +172,20 @@ class LoadMonitor:
         with self._lock:
             return self._room_load()
 
+    def _floor(self) -> float:
+        return self.room_cpu_cores / self._cores / CPU_FULL
+
     def _room_load(self) -> float:
-        return max(self.room_cpu_cores / self._cores / CPU_FULL, self._per_room)
+        return max(self._floor(), self._per_room)
+
+    def _open_rooms_load(self) -> float:
+        """What the open rooms cost when they talk, at the floor: a room listening to silence is cheap, but
+        its people may speak any moment. (A room admitted and joined in the last seconds is counted twice
+        for that while: on the safe side.)"""
+        return self._rooms() * self._floor()
+
+    def _base(self) -> float:
+        return max(self._measured, self._open_rooms_load())
 
     def _admissions(self, now: float) -> float:
         while self._admitted and self._admitted[0] < now - self.admission_s:
@@ -234,7 +255,7 @@ class LoadMonitor:
             elif self._full_since is None:
                 # an injected full load counts at once; a measured one from when it began
                 self._full_since = now - (SATURATED_AFTER_S if self._injected >= 1.0 else 0.0)
-            load = max(measured + admissions, self._injected)
+            load = max(self._base() + admissions, self._injected)
             sample = LoadSample(
                 load=min(load, 1.0),
                 cpu=cpu,
@@ -244,6 +265,7 @@ class LoadMonitor:
                 loop_lag_ms=lag_ms,
                 vad_lag_ms=vad_ms,
                 admissions=admissions,
+                rooms=self._open_rooms_load(),
             )
             self.last = sample
         return sample

@@ -1,7 +1,7 @@
-"""A burst of rooms dispatched at once to one worker: it takes as many as its load allows with them counted
-at their estimated cost (``WORKER_ROOM_CPU``), not all of them because none has started yet; the others
-wait for it ("Waiting for the assistant to join" in the web client) and are served once the first rooms'
-cost has been measured (worker/load.py, admissions)."""
+"""A burst of rooms dispatched at once to one worker: it takes as many as its load allows with each room
+counted at its estimated cost (``WORKER_ROOM_CPU``), not all of them because none has started yet; the
+others wait ("Waiting for the assistant to join" in the web client) and are served when rooms free up
+(worker/load.py: admissions, and open rooms at their talking cost)."""
 
 from __future__ import annotations
 
@@ -27,9 +27,9 @@ from tests.integration.worker.openai_fake import OpenAIFake
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(150)]
 
 Servers = tuple[DevServer, OpenAIFake, BackgroundLoop]
-ROOM_LOAD = 0.4
-"""Each room counts this much of the load while it starts: with the threshold at 0.7, one or two of a
-burst fit (the measured load of an idle worker is under 0.3)."""
+ROOM_LOAD = 0.3
+"""Each room counts this much of the load (starting, and open): with the threshold at 0.7, two or three
+of a burst fit (the measured load of an idle worker is under 0.1), never all four."""
 
 
 @pytest.fixture(scope="module")
@@ -64,15 +64,16 @@ async def test_a_burst_of_rooms_is_admitted_as_the_load_allows_and_the_rest_wait
         *(Human(dev.url, f"burst-{i}", f"person-{i}", f"Person {i}").join() for i in range(4))
     )
     try:
-        await asyncio.sleep(4.0)  # every offer has been answered by now; the admissions have not expired
+        await asyncio.sleep(4.0)  # every offer has been answered by now
         first = [h for h in humans if _has_agent(h)]
-        assert 1 <= len(first) <= 2, [_has_agent(h) for h in humans]
+        assert 1 <= len(first) <= 3, [_has_agent(h) for h in humans]
         log = burst_worker.output()
         # full with them: it told LiveKit so (no more offers), or declined an offer that raced the report
         assert "marking as unavailable" in log or "full: declining job" in log, log[-3000:]
 
-        # the waiting rooms are served once the first rooms' cost shows in the load, and they talk
+        # the rooms it took leave; the waiting ones are served now, and they talk
         waiting = [h for h in humans if h not in first]
+        await asyncio.gather(*(h.leave() for h in first))
         for human in waiting:
             await human.wait_agent_state("listening", within=60)
         start = len(waiting[-1].events)
@@ -82,4 +83,4 @@ async def test_a_burst_of_rooms_is_admitted_as_the_load_allows_and_the_rest_wait
         for human in humans:  # refused, then served: nobody was told an error
             assert human.of_type("error") == [], human.types()
     finally:
-        await asyncio.gather(*(h.leave() for h in humans))
+        await asyncio.gather(*(h.leave() for h in humans), return_exceptions=True)

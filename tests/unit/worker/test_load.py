@@ -190,3 +190,16 @@ def test_admissions_expire_and_the_measured_cost_per_room_takes_over() -> None:
     # one more room is estimated at what the settled rooms cost each, not at the small floor
     assert m.room_load() == pytest.approx(0.3, abs=0.03)
     assert m.admit() == pytest.approx(0.9, abs=0.06)
+
+
+def test_open_rooms_count_at_their_talking_cost_even_when_they_are_quiet() -> None:
+    rooms = [0]
+    m = LoadMonitor(room_cpu_cores=0.2, rooms=lambda: rooms[0])
+    per_room = 0.2 / load_mod._usable_cores() / load_mod.CPU_FULL
+    assert m.sample().load < per_room  # an idle worker, no room
+    rooms[0] = 3  # three rooms whose people say nothing: the signals read almost nothing
+    sample = m.sample()
+    assert sample.rooms == pytest.approx(3 * per_room)
+    assert sample.load >= min(1.0, 3 * per_room) - 1e-9
+    rooms[0] = 0
+    assert m.sample().rooms == 0.0

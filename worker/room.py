@@ -4,6 +4,10 @@
 :class:`RoomHandler`, one stream per participant; publishes the agent's audio track (:class:`AgentAudio`);
 sends data messages, ``lk.transcription`` text streams and the ``lk.agent.state`` attribute, in order,
 from one outbox task; and passes client messages on the ``llmrtc`` topic to the handler.
+
+When a room ends, its agent track is unpublished while the room is still connected, so the SDK frees the
+track's native audio source (and that source's capture thread); a source the SDK could not free (the server
+ended the room first: :class:`worker.audio_sources.SourcePool`) is kept for the next rooms of the process.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from typing import Protocol
 
 from livekit import rtc
 
+from worker.audio_sources import SOURCES
 from worker.load import note_underrun
 from worker.protocol import TOPIC, AgentState, LLMChunkMsg, ServerEvent
 
@@ -76,7 +81,8 @@ class AgentAudio:
 
     def __init__(self, sample_rate: int = 24000, queue_ms: int = 60) -> None:
         self.sample_rate = sample_rate
-        self._source = rtc.AudioSource(sample_rate, 1, queue_size_ms=queue_ms)
+        self._queue_ms = queue_ms
+        self._source = SOURCES.take(sample_rate, 1, queue_ms)  # a pinned one of an ended room, or new
         self.track = rtc.LocalAudioTrack.create_audio_track("agent-voice", self._source)
         self._resamplers: dict[int, rtc.AudioResampler] = {}
         self._frame_bytes = sample_rate * FRAME_MS // 1000 * 2
@@ -159,12 +165,23 @@ class AgentAudio:
     async def wait_for_playout(self) -> None:
         await self._source.wait_for_playout()
 
-    async def aclose(self) -> None:
+    async def aclose(self, *, pinned: bool = False) -> None:
+        """Stop sending. ``pinned``: the room ended without this track being unpublished (the server ended
+        it), so the SDK keeps the native source alive anyway: keep it for a later room (:class:`worker.audio_sources.SourcePool`)
+        instead of closing it."""
         if self._silence_task is not None:
             self._silence_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._silence_task
+        if pinned:
+            await SOURCES.give(self._source, self._queue_ms)
+            return
         await self._source.aclose()
+        handle = getattr(self.track, "_ffi_handle", None)
+        if handle is not None:
+            # the unpublished track held the native source: free it now, even while livekit-agents' JobContext
+            # still references the room, its participant and so this track after the job
+            handle.dispose()
 
 
 def only_own_frames(stream: rtc.AudioStream) -> None:
@@ -212,7 +229,8 @@ class RoomIO:
         self._agent_track_sid = ""
         self._streams: dict[str, tuple[str, asyncio.Task[None]]] = {}
         self._stopped: set[asyncio.Task[None]] = set()
-        self._outbox: asyncio.Queue[Callable[[], Awaitable[None]] | None] = asyncio.Queue()
+        self._outbox: asyncio.Queue[Callable[[], Awaitable[None]] | asyncio.Event | None] = asyncio.Queue()
+        """Sends in order; an event is set when reached (:meth:`drain`), also once the room is gone."""
         self._outbox_task: asyncio.Task[None] | None = None
         self._agent_writer: rtc.TextStreamWriter | None = None
         self._agent_segment = ""
@@ -437,7 +455,7 @@ class RoomIO:
 
         self._enqueue(publish)
 
-    def _enqueue(self, op: Callable[[], Awaitable[None]]) -> None:
+    def _enqueue(self, op: Callable[[], Awaitable[None]] | asyncio.Event) -> None:
         if self._closed:
             return
         self._outbox.put_nowait(op)
@@ -447,6 +465,9 @@ class RoomIO:
             op = await self._outbox.get()
             if op is None:
                 return
+            if isinstance(op, asyncio.Event):
+                op.set()
+                continue
             if not self.room.isconnected():
                 continue
             try:
@@ -455,18 +476,48 @@ class RoomIO:
                 log.warning("could not send to the room: %s", exc)
 
     async def drain(self, limit_s: float = 5.0) -> None:
-        """Wait until everything queued so far was sent."""
+        """Wait until everything queued so far was sent (or dropped: the room is gone)."""
         done = asyncio.Event()
-
-        async def mark() -> None:
-            done.set()
-
-        self._enqueue(mark)
+        self._enqueue(done)
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(done.wait(), limit_s)
 
+    async def _unpublish_agent_track(self) -> bool:
+        """Unpublish the agent's track while the room is connected, so the SDK detaches it from its sender and
+        frees its native source. Returns whether the source stays pinned by a sender that can no longer send
+        (the server ended the session first: :class:`worker.audio_sources.SourcePool`)."""
+        if not self._agent_track_sid:
+            return False  # never published
+        if not self.room.isconnected():
+            return True
+        ended = asyncio.Event()  # the SDK answers no request of a room it has seen end: wait for either
+
+        def on_disconnected(*_: object) -> None:
+            ended.set()
+
+        self.room.on("disconnected", on_disconnected)
+        unpublish = asyncio.ensure_future(self.room.local_participant.unpublish_track(self._agent_track_sid))
+        disconnected = asyncio.ensure_future(ended.wait())
+        try:
+            await asyncio.wait({unpublish, disconnected}, timeout=2.0, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            self.room.off("disconnected", on_disconnected)
+            for waiter in (unpublish, disconnected):
+                waiter.cancel()
+            await asyncio.gather(unpublish, disconnected, return_exceptions=True)
+        if unpublish.done() and not unpublish.cancelled():
+            exc = unpublish.exception()
+            if exc is None:
+                return False  # detached: the source goes with its last handle
+            log.debug("could not unpublish the agent track: %s", exc)  # the server ended the session
+            return True
+        if ended.is_set() or not self.room.isconnected():
+            return True
+        log.warning("could not unpublish the agent track: timed out")
+        return False  # still connected: it may still send, its source is not for another room
+
     async def aclose(self) -> None:
-        """Stop every audio stream and the outbox; close the agent track's source."""
+        """Stop every audio stream and the outbox; unpublish the agent track and close its source."""
         if self._closed:
             return
         if self._outbox_task is not None:
@@ -490,7 +541,7 @@ class RoomIO:
         ):
             with contextlib.suppress(Exception):
                 self.room.off(event, getattr(self, _HANDLERS[event]))
-        await self.audio.aclose()
+        await self.audio.aclose(pinned=await self._unpublish_agent_track())
 
 
 _HANDLERS = {

@@ -65,6 +65,10 @@ SPEECH_FROM_S = 0.8
 SPEECH_TO_S = 2.8
 SPEECH_END_S = 2.68
 PERIOD_S = 7.0
+HEARD_FOR_S = 4.0
+"""An utterance is scored only when its speaker listened this long after it (the humans leave at the end of
+the window): an answer later than ``TURN_LATE_S`` (4 s) is late anyway. (With 1 s, an answer due 2 s after
+the window's last utterance counted as a silent miss.)"""
 SEND_FRAME_MS = 100
 """The humans send their microphone audio in frames this long: 16 humans in 20 ms frames (800 sends a
 second) kept the humans' process from real time on 2 cores (a 2 s utterance took 3-7 s to send)."""
@@ -489,8 +493,8 @@ def _score(run: Run, humans: list[dict[str, Any]], start: float, end: float) -> 
         told_busy = any(code == "worker_busy" for _, code in h["errors"])
         utts = h["utterances"]
         for i, (began, ended) in enumerate(utts):
-            if began < start or ended > end - 1.0:
-                continue
+            if began < start or ended > end - HEARD_FOR_S:
+                continue  # before the window, or too close to its end to be heard out (the humans leave)
             until = utts[i + 1][0] if i + 1 < len(utts) else ended + PERIOD_S - 1.0
             if joined is None or began < joined:
                 run.unserved += 1
@@ -504,6 +508,25 @@ def _score(run: Run, humans: list[dict[str, Any]], start: float, end: float) -> 
                 run.missed_announced += 1
             else:
                 run.missed_silent += 1
+
+
+def rescore(out: Path) -> list[Run]:
+    """The runs saved in ``out``, scored again from their humans' raw data (kept in ``capacity-logs``)."""
+    logs = out.parent / "capacity-logs"
+    score_fields = {"latency_ms", "utterances", "answered", "missed_announced", "missed_silent"}
+    score_fields |= {"rooms_without_agent", "unserved", "p50", "p95"}
+    runs = []
+    for saved in json.loads(out.read_text()):
+        run = Run(**{k: v for k, v in saved.items() if k not in score_fields})
+        run.load_avg = tuple(saved["load_avg"])  # type: ignore[assignment]
+        name = f"humans-{run.system.replace('/', '_')}-n{run.n}-r{run.rep}"
+        raw, marker = logs / f"{name}.json", logs / f"{name}.start"
+        if not run.error and raw.exists() and marker.exists():
+            start, end = json.loads(marker.read_text())
+            _score(run, json.loads(raw.read_text()), start, end)
+            run.cpu_per_room = run.cpu_total / max(1, run.n - run.rooms_without_agent)
+        runs.append(run)
+    return runs
 
 
 # ------------------------------------------------------------------------------------------------ report
@@ -568,9 +591,15 @@ def main() -> int:
     parser.add_argument(
         "--profile", action="store_true", help="py-spy the worker (collapsed stacks in the logs)"
     )
+    parser.add_argument(
+        "--rescore", action="store_true", help="score the runs saved in --out again (no new run)"
+    )
     args = parser.parse_args()
     if args.cmd == "humans":
         asyncio.run(_humans(args.url, args.rooms.split(","), args.warmup, args.window, args.out))
+        return 0
+    if args.rescore:
+        print(report(rescore(args.out)))
         return 0
     logs = args.out.parent / "capacity-logs"
     logs.mkdir(parents=True, exist_ok=True)

@@ -6,6 +6,11 @@ import os
 
 import pytest
 
+# Every worker a test starts inherits this: a test machine is busy with the test itself (servers, humans,
+# several workers), which is not the worker's load; tests about the load set their own
+# (tests/unit/worker/test_load.py covers the machine's share).
+os.environ.setdefault("WORKER_LOAD_MACHINE", "false")
+
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Tests marked ``live`` talk to real vendors: run them only when LLMRTC_LIVE_TESTS=1."""

@@ -131,6 +131,9 @@ class WorkerSettings(BaseSettings):
     load_threshold: float = Field(default=0.7, gt=0.0, le=1.0, validation_alias="WORKER_LOAD_THRESHOLD")
     """At this load (:mod:`worker.load`; 1.0: turns start to be late) LiveKit stops dispatching rooms to the
     worker and it refuses job offers, in ``dev`` as in ``start``."""
+    load_machine: bool = Field(default=True, validation_alias="WORKER_LOAD_MACHINE")
+    """Count how busy the machine's cores are (every process on them) in the load, not only this worker's
+    own signals: a worker sharing its host gets only what the others leave."""
     room_cpu: float = Field(default=0.15, gt=0.0, le=64.0, validation_alias="WORKER_ROOM_CPU")
     """Cores a talking room is assumed to cost: the load is never below the open rooms at this, and each
     room accepted in the last seconds counts at once, so a burst of dispatches cannot fill the worker

@@ -67,6 +67,7 @@ def make_request_fnc(settings: WorkerSettings) -> Callable[[JobRequest], Awaitab
     (rooms just accepted included, at ``WORKER_ROOM_CPU`` each) is at ``WORKER_LOAD_THRESHOLD``: then
     decline it, so LiveKit offers it to another worker."""
     monitor().room_cpu_cores = settings.room_cpu
+    monitor().count_machine = settings.load_machine
 
     async def accept_job(request: JobRequest) -> None:
         if refuse_offer(settings.load_threshold):

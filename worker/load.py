@@ -1,11 +1,14 @@
 """The worker's load: one figure, 0..1, from what actually limits it; reported to LiveKit as ``load_fnc``.
 
-Four signals, each scaled so that ``1.0`` is the point where turns start to be late (calibration in
+Five signals, each scaled so that ``1.0`` is the point where turns start to be late (calibration in
 ``docs/worker.md``, measured with ``bench/capacity.py``):
 
 - **CPU**: the process's CPU time over the last :data:`WINDOW_S` seconds, as a share of the cores it may
   run on (``os.sched_getaffinity``), divided by :data:`CPU_FULL` (the share at which a loaded machine
   still answers on time; above it the event loops and the VAD thread queue behind each other);
+- **machine CPU**: how busy those cores are with everything on them (other workers, the media server, ...),
+  over :data:`MACHINE_FULL`: a worker sharing its host gets only what the others leave (LiveKit Agents'
+  default load is this figure alone; ``WORKER_LOAD_MACHINE=false`` leaves it out);
 - **event-loop lag** of the job loops: every job's loop runs a probe (:func:`watch_loop`) that sleeps
   :data:`PROBE_INTERVAL_S` and records how late it woke; the worst lag in the window over
   :data:`LOOP_LAG_FULL_MS`;
@@ -14,7 +17,7 @@ Four signals, each scaled so that ``1.0`` is the point where turns start to be l
 - **audio underruns** of the agent's tracks (the playout queue ran dry in the middle of an answer: a
   listener hears a gap; :func:`note_underrun`), per second over :data:`UNDERRUNS_FULL_PER_S`.
 
-The load is the largest of the four (each can be the bottleneck on its own), smoothed over the window, plus
+The load is the largest of the five (each can be the bottleneck on its own), smoothed over the window, plus
 what the rooms accepted in the last :data:`ADMISSION_S` will cost (**admissions**: a room's cost shows in
 the signals only seconds after its job is accepted, so without this a burst of dispatches meets an idle
 worker and every room is taken; ``bench/capacity.py`` at N = 16 saw 16 rooms accepted in 2 s). A room is
@@ -55,6 +58,8 @@ VAD_LAG_FULL_MS = 200.0
 UNDERRUNS_FULL_PER_S = 2.0
 """Gaps in the agent's audio per second (all rooms) at which the load is 1.0."""
 PROBE_INTERVAL_S = 0.1
+MACHINE_FULL = 0.9
+"""Share of the usable cores busy (all processes) at which the load is 1.0."""
 ROOM_CPU_CORES = 0.15
 """What a room is assumed to cost, in cores, until the process has settled rooms to measure
 (``WORKER_ROOM_CPU``; measured: about 0.1 core per talking room, more while it starts)."""
@@ -81,6 +86,8 @@ class LoadSample:
     """The estimated cost of the rooms accepted in the last :data:`ADMISSION_S` (already in ``load``)."""
     rooms: float = 0.0
     """The open rooms at ``WORKER_ROOM_CPU`` each (``load`` is at least this plus ``admissions``)."""
+    machine: float = 0.0
+    """The usable cores' busy share (every process) over :data:`MACHINE_FULL`."""
 
     def bottleneck(self) -> str:
         parts = {
@@ -90,6 +97,7 @@ class LoadSample:
             "underruns": self.underruns,
             "admissions": self.admissions,
             "rooms": self.rooms,
+            "machine": self.machine,
         }
         return max(parts, key=lambda k: parts[k])
 
@@ -99,6 +107,42 @@ def _usable_cores() -> int:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # not Linux
         return max(1, os.cpu_count() or 1)
+
+
+class MachineCPU:
+    """How busy the cores this process may use are, all processes together, since the last reading
+    (``psutil``'s per-core times; ``None`` where they cannot be read)."""
+
+    def __init__(self) -> None:
+        try:
+            self._cores: list[int] | None = sorted(os.sched_getaffinity(0))
+        except AttributeError:  # not Linux: every core
+            self._cores = None
+        self._last: list[tuple[float, float]] | None = None
+
+    def _times(self) -> list[tuple[float, float]] | None:
+        try:
+            import psutil
+
+            per_core = psutil.cpu_times(percpu=True)
+        except Exception:  # no psutil, no /proc: the signal is left out
+            return None
+        chosen = per_core if self._cores is None else [per_core[i] for i in self._cores if i < len(per_core)]
+        out = []
+        for t in chosen:
+            idle = t.idle + getattr(t, "iowait", 0.0)
+            out.append((sum(t) - idle, sum(t)))
+        return out
+
+    def busy_share(self) -> float | None:
+        """The busy share (0..1) of the usable cores since the previous call (``None`` the first time)."""
+        now = self._times()
+        last, self._last = self._last, now
+        if now is None or last is None or len(now) != len(last):
+            return None
+        busy = sum(b - b0 for (b, _), (b0, _) in zip(now, last, strict=True))
+        total = sum(t - t0 for (_, t), (_, t0) in zip(now, last, strict=True))
+        return min(1.0, max(0.0, busy / total)) if total > 0 else None
 
 
 class LoadMonitor:
@@ -111,14 +155,18 @@ class LoadMonitor:
         room_cpu_cores: float = ROOM_CPU_CORES,
         admission_s: float = ADMISSION_S,
         rooms: Callable[[], int] = open_rooms,
+        machine_busy: Callable[[], float | None] | None = None,
     ) -> None:
         self.window_s = window_s
         self.room_cpu_cores = room_cpu_cores
+        self.count_machine = True
+        """Whether the machine's CPU (every process on the usable cores) counts (``WORKER_LOAD_MACHINE``)."""
         self.admission_s = admission_s
         self._lock = threading.Lock()
         self._cores = _usable_cores()
         self._admitted: deque[float] = deque()
         self._rooms = rooms
+        self._machine_busy = machine_busy if machine_busy is not None else MachineCPU().busy_share
         self._measured = 0.0
         self._per_room = 0.0
         self._cpu_points: deque[tuple[float, float]] = deque()
@@ -238,7 +286,9 @@ class LoadMonitor:
             loop_lag = lag_ms / LOOP_LAG_FULL_MS
             vad_lag = vad_ms / VAD_LAG_FULL_MS
             under = underruns_per_s / UNDERRUNS_FULL_PER_S
-            raw = max(cpu, loop_lag, vad_lag, under, self._injected)
+            busy = self._machine_busy() if self.count_machine else None
+            machine = (busy or 0.0) / MACHINE_FULL
+            raw = max(cpu, machine, loop_lag, vad_lag, under, self._injected)
             # smoothed: the mean of the last readings, so one slow tick does not flip the worker full
             self._loads.append((now, raw))
             self._trim(self._loads, now)
@@ -266,6 +316,7 @@ class LoadMonitor:
                 vad_lag_ms=vad_ms,
                 admissions=admissions,
                 rooms=self._open_rooms_load(),
+                machine=machine,
             )
             self.last = sample
         return sample
@@ -331,11 +382,13 @@ __all__ = [
     "ADMISSION_S",
     "CPU_FULL",
     "LOOP_LAG_FULL_MS",
+    "MACHINE_FULL",
     "ROOM_CPU_CORES",
     "UNDERRUNS_FULL_PER_S",
     "VAD_LAG_FULL_MS",
     "LoadMonitor",
     "LoadSample",
+    "MachineCPU",
     "current_load",
     "inject_load",
     "load_fnc",

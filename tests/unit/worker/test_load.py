@@ -22,6 +22,15 @@ from worker.load import (
 )
 from worker.supervisor import Supervisor
 
+REAL_BUSY_SHARE = load_mod.MachineCPU.busy_share
+
+
+@pytest.fixture(autouse=True)
+def _quiet_machine(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The figures below are about this process's signals: the machine's other load (other tests, benches)
+    is left out unless a test sets it."""
+    monkeypatch.setattr(load_mod.MachineCPU, "busy_share", lambda self: None)
+
 
 def test_each_signal_is_scaled_so_that_one_means_turns_are_late() -> None:
     m = LoadMonitor()
@@ -203,3 +212,26 @@ def test_open_rooms_count_at_their_talking_cost_even_when_they_are_quiet() -> No
     assert sample.load >= min(1.0, 3 * per_room) - 1e-9
     rooms[0] = 0
     assert m.sample().rooms == 0.0
+
+
+def test_a_machine_busy_with_other_processes_fills_the_worker() -> None:
+    busy = [0.0]
+    m = LoadMonitor(window_s=0.2, machine_busy=lambda: busy[0])
+    assert m.sample().machine == 0.0
+    busy[0] = load_mod.MACHINE_FULL * 0.8  # the media server and other workers took the cores
+    time.sleep(0.25)
+    sample = m.sample()
+    assert sample.machine == pytest.approx(0.8)
+    assert sample.load == pytest.approx(0.8, abs=0.05)  # this process itself used almost nothing
+    assert sample.bottleneck() == "machine"
+
+
+def test_the_machine_share_is_read_from_the_usable_cores() -> None:
+    cpu = load_mod.MachineCPU()
+    assert REAL_BUSY_SHARE(cpu) is None  # the first reading only sets the start
+    end = time.process_time() + 0.3
+    while time.process_time() < end:  # keep one core busy
+        pass
+    share = REAL_BUSY_SHARE(cpu)
+    assert share is not None
+    assert 0.9 / load_mod._usable_cores() / 2 < share <= 1.0  # at least about this thread's core

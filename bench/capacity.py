@@ -315,6 +315,8 @@ class Run:
     error: str = ""
     crashed: bool = False
     """The worker process ended during the run (the livekit FFI panic, every room lost)."""
+    stalled: bool = False
+    """The worker's ``/metrics`` stopped answering for 5 s during the window (its stacks are in the logs)."""
 
     @property
     def p50(self) -> float:
@@ -326,6 +328,17 @@ class Run:
             return float("nan")
         xs = sorted(self.latency_ms)
         return xs[min(len(xs) - 1, round(0.95 * (len(xs) - 1)))]
+
+
+def _dump_stacks(pid: int, out: Path) -> None:
+    """Every Python thread's stack of ``pid`` (py-spy, from the ``bench`` extra) into ``out``."""
+    try:
+        dump = subprocess.run(
+            ["py-spy", "dump", "--pid", str(pid)], capture_output=True, text=True, timeout=30, check=False
+        )
+        out.write_text(dump.stdout + dump.stderr)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        out.write_text(f"py-spy dump failed: {exc}")
 
 
 def _worker_cmd(system: str) -> tuple[list[str], Path]:
@@ -449,10 +462,17 @@ def run_once(
                     stdout=subprocess.DEVNULL,
                     stderr=subprocess.DEVNULL,
                 )
+            unanswered = 0
             while time.monotonic() < end_at:
                 load = _worker_load(metrics_port)
                 if load is not None:
                     run.worker_load.append(load)
+                    unanswered = 0
+                elif metrics_port is not None:
+                    unanswered += 1
+                    if unanswered == 5:  # a worker whose /metrics stopped answering: where it is stuck
+                        run.stalled = True
+                        _dump_stacks(worker.pid, logs / f"stall-{system.replace('/', '_')}-n{n}-r{rep}.txt")
                 time.sleep(1.0)
             cpu1, t1 = tree_cpu_s(worker.pid), time.monotonic()
             if spy is not None:
@@ -518,7 +538,7 @@ def rescore(out: Path) -> list[Run]:
     runs = []
     for saved in json.loads(out.read_text()):
         run = Run(**{k: v for k, v in saved.items() if k not in score_fields})
-        run.load_avg = tuple(saved["load_avg"])  # type: ignore[assignment]
+        run.load_avg = tuple(saved["load_avg"])
         name = f"humans-{run.system.replace('/', '_')}-n{run.n}-r{run.rep}"
         raw, marker = logs / f"{name}.json", logs / f"{name}.start"
         if not run.error and raw.exists() and marker.exists():
@@ -616,7 +636,8 @@ def main() -> int:
                         f"{system:>10} N={n:<3} rep={rep} cpu/room={run.cpu_per_room:.3f} rss={run.rss_mb:.0f} "
                         f"p50={run.p50:.0f} p95={run.p95:.0f} answered={run.answered}/{run.utterances} "
                         f"missed={run.missed_announced}+{run.missed_silent} refused={run.rooms_without_agent} load={run.load_avg} "
-                        f"wload={max(run.worker_load) if run.worker_load else '-'} crashed={run.crashed} {run.error}",
+                        f"wload={max(run.worker_load) if run.worker_load else '-'} crashed={run.crashed} "
+                        f"stalled={run.stalled} {run.error}",
                         flush=True,
                     )
                     args.out.write_text(

@@ -271,6 +271,8 @@ class LoadMonitor:
     def sample(self, vad_lag_ms: float | None = None) -> LoadSample:
         """Read the signals now (``vad_lag_ms``: the engine's worst lag since the last sample, if known)."""
         now = time.monotonic()
+        # read outside the lock (a file read): the job loops' probes take the lock every 100 ms
+        busy = self._machine_busy() if self.count_machine else None
         with self._lock:
             if vad_lag_ms is not None:
                 self._vad.append((now, vad_lag_ms))
@@ -286,7 +288,6 @@ class LoadMonitor:
             loop_lag = lag_ms / LOOP_LAG_FULL_MS
             vad_lag = vad_ms / VAD_LAG_FULL_MS
             under = underruns_per_s / UNDERRUNS_FULL_PER_S
-            busy = self._machine_busy() if self.count_machine else None
             machine = (busy or 0.0) / MACHINE_FULL
             raw = max(cpu, machine, loop_lag, vad_lag, under, self._injected)
             # smoothed: the mean of the last readings, so one slow tick does not flip the worker full

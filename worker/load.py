@@ -199,19 +199,17 @@ class LoadMonitor:
         """A room was just accepted: count its estimated cost at once (the next offer sees it); the load
         with it."""
         now = time.monotonic()
+        rooms = self._rooms()  # outside the lock: another module's lock is never taken under this one
         with self._lock:
             self._admitted.append(now)
             admissions = self._admissions(now)
             last = self.last
-            load = max(self._base() + admissions, self._injected)
+            load = max(self._base(rooms) + admissions, self._injected)
+            open_rooms = self._open_rooms_load(rooms)
             if last is not None:
-                self.last = replace(
-                    last, load=min(load, 1.0), admissions=admissions, rooms=self._open_rooms_load()
-                )
+                self.last = replace(last, load=min(load, 1.0), admissions=admissions, rooms=open_rooms)
             else:
-                self.last = LoadSample(
-                    min(load, 1.0), 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, admissions, self._open_rooms_load()
-                )
+                self.last = LoadSample(min(load, 1.0), 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, admissions, open_rooms)
             return self.last.load
 
     def room_load(self) -> float:
@@ -226,14 +224,14 @@ class LoadMonitor:
     def _room_load(self) -> float:
         return max(self._floor(), self._per_room)
 
-    def _open_rooms_load(self) -> float:
+    def _open_rooms_load(self, rooms: int) -> float:
         """What the open rooms cost when they talk, at the floor: a room listening to silence is cheap, but
         its people may speak any moment. (A room admitted and joined in the last seconds is counted twice
         for that while: on the safe side.)"""
-        return self._rooms() * self._floor()
+        return rooms * self._floor()
 
-    def _base(self) -> float:
-        return max(self._measured, self._open_rooms_load())
+    def _base(self, rooms: int) -> float:
+        return max(self._measured, self._open_rooms_load(rooms))
 
     def _admissions(self, now: float) -> float:
         while self._admitted and self._admitted[0] < now - self.admission_s:
@@ -271,8 +269,10 @@ class LoadMonitor:
     def sample(self, vad_lag_ms: float | None = None) -> LoadSample:
         """Read the signals now (``vad_lag_ms``: the engine's worst lag since the last sample, if known)."""
         now = time.monotonic()
-        # read outside the lock (a file read): the job loops' probes take the lock every 100 ms
+        # read outside the lock (a file read, another module's lock): the job loops' probes take it every
+        # 100 ms
         busy = self._machine_busy() if self.count_machine else None
+        rooms = self._rooms()
         with self._lock:
             if vad_lag_ms is not None:
                 self._vad.append((now, vad_lag_ms))
@@ -296,7 +296,6 @@ class LoadMonitor:
             measured = sum(v for _, v in self._loads) / len(self._loads)
             self._measured = measured
             admissions = self._admissions(now)
-            rooms = self._rooms()
             if not self._admitted and rooms:  # every room settled: what one costs here
                 self._per_room = measured / rooms
             # saturation is what the signals measure: rooms still starting are not "turns are late"
@@ -306,7 +305,7 @@ class LoadMonitor:
             elif self._full_since is None:
                 # an injected full load counts at once; a measured one from when it began
                 self._full_since = now - (SATURATED_AFTER_S if self._injected >= 1.0 else 0.0)
-            load = max(self._base() + admissions, self._injected)
+            load = max(self._base(rooms) + admissions, self._injected)
             sample = LoadSample(
                 load=min(load, 1.0),
                 cpu=cpu,
@@ -316,7 +315,7 @@ class LoadMonitor:
                 loop_lag_ms=lag_ms,
                 vad_lag_ms=vad_ms,
                 admissions=admissions,
-                rooms=self._open_rooms_load(),
+                rooms=self._open_rooms_load(rooms),
                 machine=machine,
             )
             self.last = sample

@@ -167,8 +167,8 @@ class AgentAudio:
 
     async def aclose(self, *, pinned: bool = False) -> None:
         """Stop sending. ``pinned``: the room ended without this track being unpublished (the server ended
-        it), so the SDK keeps the native source alive anyway: keep it for a later room (:class:`worker.audio_sources.SourcePool`)
-        instead of closing it."""
+        it), so the SDK keeps the native source alive anyway: keep it for a later room
+        (:class:`worker.audio_sources.SourcePool`) instead of closing it."""
         if self._silence_task is not None:
             self._silence_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

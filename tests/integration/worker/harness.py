@@ -376,10 +376,10 @@ def said(request: dict[str, Any]) -> list[tuple[str, str]]:
 
 
 @contextlib.contextmanager
-def running_worker(env: dict[str, str], log: Path) -> Iterator[WorkerProcess]:
-    """``python -m worker dev`` with ``env``, registered; stopped afterwards (its log's tail printed, for a
-    failing test's report)."""
-    proc = WorkerProcess(env, log).start()
+def running_worker(env: dict[str, str], log: Path, module: str = "worker") -> Iterator[WorkerProcess]:
+    """``python -m MODULE dev`` (the worker, or an agent script of the tests) with ``env``, registered;
+    stopped afterwards (its log's tail printed, for a failing test's report)."""
+    proc = WorkerProcess(env, log, module=module).start()
     try:
         proc.wait_registered()
         yield proc

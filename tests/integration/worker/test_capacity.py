@@ -21,12 +21,11 @@ from livekit import rtc
 from signalling.devserver.server import DevServer
 from tests.fixtures import fixture_path
 from tests.integration.worker.harness import (
-    API_KEY,
-    API_SECRET,
     BackgroundLoop,
     Human,
     WorkerProcess,
-    provider_env,
+    running_worker,
+    worker_env,
 )
 from tests.integration.worker.openai_fake import OpenAIFake
 
@@ -50,26 +49,17 @@ def capacity_worker(
     dev, fake, _ = servers
     fake.default_transcript = QUESTION
     fake.default_reply = "Paris."
-    env = {
-        "LIVEKIT_URL": dev.url,
-        "LIVEKIT_API_KEY": API_KEY,
-        "LIVEKIT_API_SECRET": API_SECRET,
-        "AGENT_NAME": "",
-        "VAD_MIN_SILENCE_MS": "500",
-        "WORKER_EXECUTOR": "thread",
-        "WORKER_LOAD_THRESHOLD": "0.7",
-        "METRICS_PORT": "0",
-        "CAPACITY_CONTROL": str(control),
-        **provider_env(fake),
-    }
+    env = worker_env(
+        dev,
+        fake,
+        VAD_MIN_SILENCE_MS="500",
+        WORKER_LOAD_THRESHOLD="0.7",
+        METRICS_PORT="0",
+        CAPACITY_CONTROL=str(control),
+    )
     log = tmp_path_factory.mktemp("capacity-worker") / "worker.log"
-    proc = WorkerProcess(env, log, module="tests.integration.worker.capacity_agent").start()
-    try:
-        proc.wait_registered()
+    with running_worker(env, log, module="tests.integration.worker.capacity_agent") as proc:
         yield proc
-    finally:
-        proc.stop()
-        print(proc.output()[-6000:])
 
 
 def _metrics(worker: WorkerProcess) -> str:

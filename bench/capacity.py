@@ -330,11 +330,17 @@ class Run:
         return xs[min(len(xs) - 1, round(0.95 * (len(xs) - 1)))]
 
 
+def _py_spy() -> str:
+    """py-spy of this interpreter's environment (the ``bench`` extra), else whichever is on ``PATH``."""
+    beside = Path(sys.executable).parent / "py-spy"
+    return str(beside) if beside.exists() else "py-spy"
+
+
 def _dump_stacks(pid: int, out: Path) -> None:
     """Every Python thread's stack of ``pid`` (py-spy, from the ``bench`` extra) into ``out``."""
     try:
         dump = subprocess.run(
-            ["py-spy", "dump", "--pid", str(pid)], capture_output=True, text=True, timeout=30, check=False
+            [_py_spy(), "dump", "--pid", str(pid)], capture_output=True, text=True, timeout=30, check=False
         )
         out.write_text(dump.stdout + dump.stderr)
     except (OSError, subprocess.TimeoutExpired) as exc:
@@ -445,7 +451,7 @@ def run_once(
                 prof = logs / f"profile-{system.replace('/', '_')}-n{n}-r{rep}.txt"
                 spy = subprocess.Popen(
                     [
-                        "py-spy",
+                        _py_spy(),
                         "record",
                         "--pid",
                         str(worker.pid),

@@ -1,4 +1,4 @@
-"""Room I/O: the only module of the worker that touches ``livekit.rtc``.
+"""Room I/O: the worker's audio and data through ``livekit.rtc`` (with :mod:`worker.audio_sources` and :mod:`worker.ffi_events`).
 
 :class:`RoomIO` subscribes to every human's microphone and hands 16 kHz mono PCM16 to a
 :class:`RoomHandler`, one stream per participant; publishes the agent's audio track (:class:`AgentAudio`);
@@ -23,6 +23,7 @@ from typing import Protocol
 from livekit import rtc
 
 from worker.audio_sources import SOURCES
+from worker.ffi_events import only_own_frames, only_own_room_events
 from worker.load import note_underrun
 from worker.protocol import TOPIC, AgentState, LLMChunkMsg, ServerEvent
 
@@ -34,8 +35,11 @@ ATTR_AGENT_STATE = "lk.agent.state"
 ATTR_SEGMENT_ID = "lk.segment_id"
 ATTR_TRACK_ID = "lk.transcribed_track_id"
 ATTR_FINAL = "lk.transcription_final"
-FRAME_MS = 10
-"""Agent audio is captured in 10 ms frames: a clear takes effect within one frame."""
+FRAME_MS = 40
+"""Agent audio goes to the native source in 40 ms frames (25 requests a second while speaking). A clear still
+takes effect at once: it drops the native queue, and of what is not yet handed over at most one frame."""
+QUEUE_MS = 120
+"""The native source's queue. A frame is handed over only when it fits (:meth:`AgentAudio._wait_for_room`)."""
 SILENCE_AFTER_CLEAR_MS = 150
 LISTEN_FRAME_MS = 32
 """Humans' audio arrives in 32 ms frames (512 samples at 16 kHz: one Silero window each), a third of the
@@ -79,7 +83,7 @@ def _info(participant: rtc.RemoteParticipant) -> ParticipantInfo:
 class AgentAudio:
     """The agent's published audio track: capture PCM at any rate, clear it at once on barge-in."""
 
-    def __init__(self, sample_rate: int = 24000, queue_ms: int = 60) -> None:
+    def __init__(self, sample_rate: int = 24000, queue_ms: int = QUEUE_MS) -> None:
         self.sample_rate = sample_rate
         self._queue_ms = queue_ms
         self._source = SOURCES.take(sample_rate, 1, queue_ms)  # a pinned one of an ended room, or new
@@ -89,6 +93,10 @@ class AgentAudio:
         self._pending = bytearray()
         self._silence_task: asyncio.Task[None] | None = None
         self._capture_lock = asyncio.Lock()  # the native source takes one capture at a time
+        self._cleared = (
+            0  # clears so far: a frame still waiting for room when one comes is dropped with the rest
+        )
+        self._waiting_s = 0.0  # frames given to _capture_frame and not yet handed to the native source
         self._last_capture = 0.0
         self._streaming = False
         self.underruns = 0
@@ -130,10 +138,31 @@ class AgentAudio:
 
     async def _capture_frame(self, chunk: bytes) -> None:
         samples = len(chunk) // 2
-        frame = rtc.AudioFrame(chunk, self.sample_rate, 1, samples)
-        async with self._capture_lock:
-            self._check_underrun()
-            await self._source.capture_frame(frame)
+        frame_s = samples / self.sample_rate
+        cleared = self._cleared
+        self._waiting_s += frame_s
+        try:
+            async with self._capture_lock:
+                await self._wait_for_room(frame_s)
+                if cleared != self._cleared:
+                    return  # a clear came while it waited: dropped (and counted) with the rest
+                self._waiting_s -= frame_s
+                frame_s = 0.0
+                self._check_underrun()
+                await self._source.capture_frame(rtc.AudioFrame(chunk, self.sample_rate, 1, samples))
+        finally:
+            self._waiting_s -= frame_s
+
+    async def _wait_for_room(self, frame_s: float) -> None:
+        """Wait until the native queue has room for a frame, so the SDK's capture returns at once.
+
+        The SDK's ``capture_frame`` waits for room itself, but while it waits its loop receives every native
+        event of the process (every room's audio frames included): pacing here waits on a timer instead.
+        """
+        # the queue drains in real time; a clear meanwhile empties it (and the frame is then dropped)
+        delay = self._source.queued_duration - (self._queue_ms / 1000 - frame_s)
+        if delay > 0:
+            await asyncio.sleep(delay)
 
     @property
     def queued_s(self) -> float:
@@ -146,7 +175,8 @@ class AgentAudio:
         A little real silence follows, so listeners decode silence at once instead of concealing the cut
         (a receiver that stops getting packets mid-word extrapolates the last sound for a while).
         """
-        dropped = self.queued_s + len(self._pending) / 2 / self.sample_rate
+        dropped = self.queued_s + self._waiting_s + len(self._pending) / 2 / self.sample_rate
+        self._cleared += 1
         self._pending.clear()
         self._source.clear_queue()
         self._streaming = False
@@ -157,7 +187,7 @@ class AgentAudio:
     async def _send_silence(self, ms: int) -> None:
         silence = b"\x00" * self._frame_bytes
         try:
-            for _ in range(ms // FRAME_MS):
+            for _ in range(-(-ms // FRAME_MS)):
                 await self._capture_frame(silence)
         except Exception as exc:  # the track may be closing
             log.debug("could not send silence: %s", exc)
@@ -182,33 +212,6 @@ class AgentAudio:
             # the unpublished track held the native source: free it now, even while livekit-agents' JobContext
             # still references the room, its participant and so this track after the job
             handle.dispose()
-
-
-def only_own_frames(stream: rtc.AudioStream) -> None:
-    """Deliver to ``stream`` only its own frames.
-
-    livekit's ``AudioStream`` subscribes to every audio frame of the process and drops other streams' frames
-    on its own event loop: with S streams each frame wakes S loops (S² cross-thread wake-ups in all, the
-    dominant per-room cost of a worker holding many rooms). Narrowing the subscription's filter to the
-    stream's handle, on the SDK's callback thread, makes it one wake-up per frame.
-    """
-    try:
-        from livekit.rtc._ffi_client import FfiClient
-
-        ffi_queue = FfiClient.instance.queue
-        own = stream._ffi_queue
-        handle = stream._ffi_handle.handle
-    except AttributeError:  # another SDK version: its own filtering stays
-        return
-
-    def is_own(event: object) -> bool:
-        ev = event.audio_stream_event  # type: ignore[attr-defined]
-        return bool(event.WhichOneof("message") == "audio_stream_event" and ev.stream_handle == handle)  # type: ignore[attr-defined]
-
-    with ffi_queue._lock:
-        ffi_queue._subscribers = [
-            (q, loop, is_own if q is own else f) for q, loop, f in ffi_queue._subscribers
-        ]
 
 
 @dataclass
@@ -252,6 +255,7 @@ class RoomIO:
     async def start(self, handler: RoomHandler) -> None:
         """Publish the agent track, hook room events and pick up participants already there."""
         self._handler = handler
+        only_own_room_events(self.room)  # not every other room's events and agent audio callbacks too
         self._outbox_task = asyncio.create_task(self._run_outbox(), name="llmrtc-outbox")
         opts = rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_MICROPHONE)
         publication = await self.room.local_participant.publish_track(self.audio.track, opts)
@@ -553,4 +557,4 @@ _HANDLERS = {
     "data_received": "_on_data_received",
 }
 
-__all__ = ["AgentAudio", "ParticipantInfo", "RoomHandler", "RoomIO", "only_own_frames"]
+__all__ = ["AgentAudio", "ParticipantInfo", "RoomHandler", "RoomIO"]

@@ -330,6 +330,18 @@ class Run:
         return xs[min(len(xs) - 1, round(0.95 * (len(xs) - 1)))]
 
 
+def _settle(busy_below: float, limit_s: float) -> float:
+    """Wait until the machine's CPUs are less than ``busy_below`` busy over 2 s (what the previous run left
+    behind has finished), at most ``limit_s``; the busy share it last read."""
+    import psutil
+
+    deadline = time.monotonic() + limit_s
+    while True:
+        busy = psutil.cpu_percent(interval=2.0) / 100
+        if busy < busy_below or time.monotonic() > deadline:
+            return busy
+
+
 def _py_spy() -> str:
     """py-spy of this interpreter's environment (the ``bench`` extra), else whichever is on ``PATH``."""
     beside = Path(sys.executable).parent / "py-spy"
@@ -579,9 +591,13 @@ def report(runs: list[Run]) -> str:
                 f"| {system} | {n} | failed: {[r.error for r in runs if r.system == system and r.n == n]} |"
             )
             continue
+        whole = [
+            r for r in rs if not r.crashed
+        ] or rs  # a crashed worker's CPU and memory cover part of the run
         lines.append(
-            f"| {system} | {n} | {_mmm([r.cpu_per_room for r in rs])} | {_mmm([r.rss_mb for r in rs], '{:.0f}')} | "
-            f"{_mmm([r.pss_mb for r in rs], '{:.0f}')} | {_mmm([r.rss_idle_mb for r in rs], '{:.0f}')} | "
+            f"| {system} | {n} | {_mmm([r.cpu_per_room for r in whole])} | "
+            f"{_mmm([r.rss_mb for r in whole], '{:.0f}')} | "
+            f"{_mmm([r.pss_mb for r in whole], '{:.0f}')} | {_mmm([r.rss_idle_mb for r in whole], '{:.0f}')} | "
             f"{_mmm([r.p50 for r in rs], '{:.0f}')} | {_mmm([r.p95 for r in rs], '{:.0f}')} | "
             f"{sum(r.answered for r in rs)}/{sum(r.utterances for r in rs)} | "
             f"{sum(r.missed_announced for r in rs)}/{sum(r.missed_silent for r in rs)} | "
@@ -592,7 +608,8 @@ def report(runs: list[Run]) -> str:
         )
     lines.append("")
     lines.append(
-        "min/median/max over the repetitions; CPU: cores used by the worker's process tree / rooms it served."
+        "min/median/max over the repetitions (CPU and memory: of the runs whose worker did not crash); CPU: cores "
+        "used by the worker's process tree / rooms it served."
     )
     return "\n".join(lines)
 
@@ -615,6 +632,12 @@ def main() -> int:
     parser.add_argument("--window", type=float, default=21.0)
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "capacity.json")
     parser.add_argument(
+        "--settle",
+        type=float,
+        default=0.2,
+        help="before each run, wait (at most 90 s) until the machine is less than this share busy; 0: don't",
+    )
+    parser.add_argument(
         "--profile", action="store_true", help="py-spy the worker (collapsed stacks in the logs)"
     )
     parser.add_argument(
@@ -636,6 +659,8 @@ def main() -> int:
             for n in args.n:
                 order = args.systems if (rep + n) % 2 == 0 else list(reversed(args.systems))
                 for system in order:
+                    if args.settle:
+                        _settle(args.settle, 90.0)
                     run = run_once(servers, system, n, rep, args.warmup, args.window, logs, args.profile)
                     runs.append(run)
                     print(

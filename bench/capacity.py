@@ -10,7 +10,7 @@ and listening to the agent's track.
 Systems: ``llmrtc`` (``python -m worker dev``, thread executor, ``VAD_MIN_SILENCE_MS=550``) and ``livekit``
 (``bench/lk_agent.py``: ``AgentSession`` with the silero and openai plugins, thread executor, VAD end of turn
 at silero's 550 ms, no extra endpointing delay). ``llmrtc`` takes every room (``WORKER_LOAD_THRESHOLD=1.0``,
-``WORKER_ROOM_CPU=0.001``: to measure past its capacity); ``llmrtc-default`` is the worker as shipped (threshold 0.7): past its capacity
+``WORKER_ROOM_CPU=0.001``, ``WORKER_LOAD_MACHINE=false``: to measure past its capacity); ``llmrtc-default`` is the worker as shipped (threshold 0.7): past its capacity
 it refuses rooms, which then wait for a worker (their people see "Waiting for the assistant to join"; their
 speech is counted as *unserved*, not as missed turns). ``llmrtc@PATH`` runs the llmrtc worker of another checkout
 (before/after comparisons). Runs are interleaved: for each repetition, for each N, each system in turn
@@ -396,6 +396,7 @@ def run_once(
         # measure past the point where it would stop taking rooms (``llmrtc-default``: as shipped)
         WORKER_LOAD_THRESHOLD="1.0",
         WORKER_ROOM_CPU="0.001",
+        WORKER_LOAD_MACHINE="false",
         LLMRTC_ENV_FILE=str(logs / "no.env"),
         PYTHONUNBUFFERED="1",
     )
@@ -405,7 +406,7 @@ def run_once(
     if system == "livekit-process":
         env["LK_EXECUTOR"] = "process"
     if system == "llmrtc-default":
-        del env["WORKER_LOAD_THRESHOLD"], env["WORKER_ROOM_CPU"]
+        del env["WORKER_LOAD_THRESHOLD"], env["WORKER_ROOM_CPU"], env["WORKER_LOAD_MACHINE"]
     cmd, cwd = _worker_cmd(system)
     log_path = logs / f"{system.replace('/', '_')}-n{n}-r{rep}.log"
     with log_path.open("wb") as log:

@@ -97,6 +97,7 @@ class AgentAudio:
             0  # clears so far: a frame still waiting for room when one comes is dropped with the rest
         )
         self._waiting_s = 0.0  # frames given to _capture_frame and not yet handed to the native source
+        self._silence_only = False  # since the last clear only its silence was queued
         self._last_capture = 0.0
         self._streaming = False
         self.underruns = 0
@@ -110,11 +111,24 @@ class AgentAudio:
                 self._resamplers[sample_rate] = resampler
             frames = resampler.push(bytearray(pcm))
             pcm = b"".join(bytes(f.data) for f in frames)
+        if self._silence_only and pcm:
+            await self._end_silence()
         self._pending.extend(pcm)
         while len(self._pending) >= self._frame_bytes:
             chunk = bytes(self._pending[: self._frame_bytes])
             del self._pending[: self._frame_bytes]
             await self._capture_frame(chunk)
+
+    async def _end_silence(self) -> None:
+        """Real audio follows a clear: drop the silence queued after it (it covers a cut that is now followed
+        by speech, and would only delay that speech by up to the queue's length)."""
+        self._silence_only = False
+        task, self._silence_task = self._silence_task, None
+        if task is not None and not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._source.clear_queue()
 
     async def flush(self) -> None:
         """Send the last partial frame, padded with silence."""
@@ -177,6 +191,7 @@ class AgentAudio:
         """
         dropped = self.queued_s + self._waiting_s + len(self._pending) / 2 / self.sample_rate
         self._cleared += 1
+        self._silence_only = True
         self._pending.clear()
         self._source.clear_queue()
         self._streaming = False

@@ -83,3 +83,19 @@ async def test_a_clear_drops_the_frame_waiting_for_room_and_counts_it() -> None:
         assert audio._waiting_s == 0
     finally:
         await audio.aclose()
+
+
+async def test_speech_after_a_clear_does_not_wait_behind_its_silence() -> None:
+    audio = AgentAudio(RATE)
+    spy = _Spy(audio)
+    try:
+        audio.clear()  # a barge-in or a cancelled reply: silence follows the cut...
+        await asyncio.sleep(0.03)
+        assert audio.queued_s > 0.05  # (the queue fills with it)
+        await audio.capture(_tone(0.2), RATE)  # ...until the next answer, which starts at once
+        first_loud = spy.loud.index(True)
+        assert spy.queued_at_capture[first_loud] < 0.005
+        await audio.flush()
+        await audio.wait_for_playout()
+    finally:
+        await audio.aclose()

@@ -191,6 +191,8 @@ class Playout:
         if self.paused or self.done:
             return
         self._resumed.clear()
+        if not self.started:
+            return  # none of it reached the output: nothing to stop (what is there is another turn's)
         dropped = self._out.clear()
         if self._rate:
             back = int(dropped * self._rate) * 2

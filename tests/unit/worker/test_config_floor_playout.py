@@ -67,6 +67,7 @@ class _Out:
     def __init__(self) -> None:
         self.played = bytearray()
         self.queued = 0.0
+        self.clears = 0
 
     async def capture(self, pcm: bytes, sample_rate: int) -> None:
         self.played.extend(pcm)
@@ -76,6 +77,7 @@ class _Out:
         return None
 
     def clear(self) -> float:
+        self.clears += 1
         return self.queued
 
     @property
@@ -109,6 +111,21 @@ async def test_playout_pause_rewinds_what_was_not_heard_and_resume_plays_it() ->
     assert started == [True]
     assert len(out.played) == 2 * len(one_second) + 3200, "the dropped 100 ms is played again"
     assert playout.spoken_text() == "First sentence here. Second one."
+
+
+async def test_a_playout_held_before_it_started_leaves_the_output_alone() -> None:
+    """A held (preemptive) turn is paused before any of its audio exists: what the output has queued then is
+    another turn's tail, and a clear would cut it and queue silence ahead of this turn's first words."""
+    out = _Out()
+    out.queued = 0.1
+    playout = Playout(out)
+    playout.pause()
+    assert playout.paused and out.clears == 0
+    playout.feed(b"\x01\x00" * 1600, 16000, "Hello.", end_of_segment=True)
+    playout.resume()
+    playout.finish()
+    await asyncio.wait_for(playout.run(), 5)
+    assert len(out.played) == 3200 and playout.completed
 
 
 async def test_playout_resamples_a_second_rate() -> None:

@@ -1,4 +1,5 @@
-"""Room I/O: the worker's audio and data through ``livekit.rtc`` (with :mod:`worker.audio_sources` and :mod:`worker.ffi_events`).
+"""Room I/O: the worker's audio and data through ``livekit.rtc`` (with :mod:`worker.audio_sources` and
+:mod:`worker.ffi_events`).
 
 :class:`RoomIO` subscribes to every human's microphone and hands 16 kHz mono PCM16 to a
 :class:`RoomHandler`, one stream per participant; publishes the agent's audio track (:class:`AgentAudio`);
@@ -93,9 +94,8 @@ class AgentAudio:
         self._pending = bytearray()
         self._silence_task: asyncio.Task[None] | None = None
         self._capture_lock = asyncio.Lock()  # the native source takes one capture at a time
-        self._cleared = (
-            0  # clears so far: a frame still waiting for room when one comes is dropped with the rest
-        )
+        # clears so far: a frame still waiting for room when one comes is dropped with the rest
+        self._cleared = 0
         self._waiting_s = 0.0  # frames given to _capture_frame and not yet handed to the native source
         self._silence_only = False  # since the last clear only its silence was queued
         self._last_capture = 0.0

@@ -170,6 +170,8 @@ class Human:
     transcriptions: list[dict[str, Any]] = field(default_factory=list)
     agent_states: list[str] = field(default_factory=list)
     heard: list[Heard] = field(default_factory=list)
+    subscriptions: list[str] = field(default_factory=list)
+    """What happened to each remote track: ``subscribed <sid> of <identity>`` or ``failed <sid>: <error>``."""
     speech_out: list[float] = field(default_factory=list)
     """When each utterance's first sample left the microphone (``time.monotonic()``): the moment it was
     captured plus the audio queued ahead of it in the source."""
@@ -186,6 +188,7 @@ class Human:
         self._event_added = asyncio.Event()
         self.room.on("data_received", self._on_data)
         self.room.on("track_subscribed", self._on_track)
+        self.room.on("track_subscription_failed", self._on_track_failed)
         self.room.on("participant_attributes_changed", self._on_attrs)
         self.room.register_text_stream_handler("lk.transcription", self._on_text_stream)
         jwt = self.jwt or token(self.identity, self.name, self.room_name, self.attributes)
@@ -254,8 +257,12 @@ class Human:
     def _on_track(
         self, track: rtc.Track, pub: rtc.RemoteTrackPublication, participant: rtc.RemoteParticipant
     ) -> None:
+        self.subscriptions.append(f"subscribed {pub.sid} of {participant.identity}")
         if track.kind == rtc.TrackKind.KIND_AUDIO:
             self._tasks.append(asyncio.create_task(self._listen(track)))
+
+    def _on_track_failed(self, participant: rtc.RemoteParticipant, track_sid: str, error: str) -> None:
+        self.subscriptions.append(f"failed {track_sid} of {participant.identity}: {error}")
 
     async def _listen(self, track: rtc.Track) -> None:
         stream = rtc.AudioStream(track, sample_rate=24000, num_channels=1)
@@ -304,6 +311,7 @@ class Human:
             if time.monotonic() > deadline:
                 raise AssertionError(
                     f"{self.identity}: heard {len(loud)} loud frames of agent audio, wanted {frames}"
+                    f" ({len(self.heard)} frames in all; tracks: {self.subscriptions or 'none subscribed'})"
                 )
             await asyncio.sleep(0.1)
         return loud

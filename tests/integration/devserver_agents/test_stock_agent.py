@@ -8,6 +8,7 @@ signal) before it plays anything; without it the agent runs STT, LLM and TTS and
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import subprocess
 import sys
@@ -74,7 +75,10 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[DevServer,
             print(log.read_text(errors="replace")[-6000:])
 
 
-async def test_stock_agent_session_answer_is_heard(stack: tuple[DevServer, OpenAIFake, Path]) -> None:
+async def test_stock_agent_session_answer_is_heard(
+    stack: tuple[DevServer, OpenAIFake, Path], caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="signalling.devserver")  # its subscriptions, shown on a failure
     dev, fake, _ = stack
     human = await Human(dev.url, "stock-agent-room", "alice", "Alice").join()
     try:

@@ -98,6 +98,9 @@ async def test_make_dev_stack_answers_a_participant(fake: OpenAIFake, tmp_path: 
             await human.leave()
         out = log.read_text(errors="replace")
         assert "[devserver]" in out and "[worker]" in out and "[tokens]" in out
+    except BaseException:
+        print(log.read_text(errors="replace")[-12000:])  # the stack's own account, shown with the failure
+        raise
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGINT)

@@ -355,9 +355,19 @@ class SignalSession:
 
     # lifecycle ---------------------------------------------------------------------------------------
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        """Run ``coro`` in the background; its failure is logged (a lost negotiation must not be silent)."""
         task: asyncio.Task[None] = asyncio.ensure_future(coro)
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._background_done)
+
+    def _background_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if task.cancelled() or self._closed:
+            return
+        exc = task.exception()
+        if exc is not None:
+            name = getattr(task.get_coro(), "__qualname__", task.get_name())
+            logger.error("%s failed %s", name, self.log_id, exc_info=exc)
 
     async def shutdown(self) -> None:
         """Close the WebSocket and the peer connections (idempotent)."""

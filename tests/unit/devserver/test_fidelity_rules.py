@@ -258,3 +258,27 @@ async def test_a_worker_may_take_over_only_its_own_job_on_migration() -> None:
     assert job.worker_id == reconnected.id and job.id in reconnected.jobs
     await dispatcher.close()
     await asyncio.sleep(0)
+
+
+async def test_a_failed_background_negotiation_step_is_logged_with_its_traceback(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    session, _ = await _room_with_sender(sender_permission=_publisher())
+
+    async def _match_media() -> None:
+        raise RuntimeError("relay could not start")
+
+    async def _fine() -> None:
+        return None
+
+    with caplog.at_level(logging.ERROR, logger="signalling.devserver.signal"):
+        session._spawn(_match_media())
+        session._spawn(_fine())
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+    errors = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert len(errors) == 1, [r.getMessage() for r in errors]
+    assert "_match_media" in errors[0].getMessage() and "identity=sender" in errors[0].getMessage()
+    assert errors[0].exc_info is not None and "relay could not start" in str(errors[0].exc_info[1])
+    assert not session._tasks  # finished tasks are let go either way
+    await session.shutdown()

@@ -142,7 +142,7 @@ class WorkerSettings(BaseSettings):
     """Above 1: a supervisor runs this many worker processes and restarts one that dies
     (:mod:`worker.supervisor`)."""
     turn_late_s: float = Field(default=4.0, ge=0.5, le=120.0, validation_alias="TURN_LATE_S")
-    """A turn that starts this long after the speaker stopped gets a ``turn_late`` event first."""
+    """A turn not heard this long after the speaker stopped gets a ``turn_late`` event then (once)."""
 
     session_store_url: str = Field(default="", validation_alias="SESSION_STORE_URL")
     """Where room conversations are kept: empty or ``memory`` (this process), ``redis://...`` (shared)."""

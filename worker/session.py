@@ -231,6 +231,8 @@ class _Turn:
     failed: bool = False
     late_told: bool = False
     """``turn_late`` was sent (or the turn is a greeting, which is never late)."""
+    late_timer: asyncio.TimerHandle | None = None
+    """Sends ``turn_late`` when the turn has not been heard ``TURN_LATE_S`` after the speech ended."""
     preempt: Preemptive | None = None
     """Set while the turn is a preemptive reply not confirmed yet: held, silent, recorded by nobody."""
 
@@ -895,6 +897,8 @@ class RoomSession:
                     turn.task.cancel()
                     with contextlib.suppress(asyncio.CancelledError):
                         await turn.task
+                if turn.late_timer is not None:
+                    turn.late_timer.cancel()
                 self._turn = None
                 self._free_since = time.monotonic()
                 if self._barge is not None and self._barge.turn is turn:
@@ -912,6 +916,21 @@ class RoomSession:
             self._room.send(late_turn_event(turn.turn_id, waited_s))
         self._room.send(TTSStartMsg(turn_id=turn.turn_id))
         self._set_agent_speaking(True)
+
+    def _tell_late(self, turn: _Turn, since: float) -> None:
+        """``TURN_LATE_S`` passed since the speech ended (``since``) and nothing of the answer was heard yet."""
+        turn.late_timer = None
+        if turn.late_told or turn.playout.started or self._turn is not turn or self._closed:
+            return
+        turn.late_told = True
+        waited_s = time.monotonic() - since
+        log.warning(
+            "turn not heard %.1f s after the speech ended",
+            waited_s,
+            extra={"room": self._room_name, "turn": turn.turn_id},
+        )
+        self._metrics.increment(MetricNames.WORKER_SHED, 1, {"what": "late_turn"})
+        self._room.send(late_turn_event(turn.turn_id, waited_s))
 
     def _cancel_turn(self, reason: CancelReason, by: str | None) -> None:
         turn = self._turn
@@ -954,6 +973,10 @@ class RoomSession:
             log.warning("turn starts %.1f s after the speech ended", waited_s, extra=extra)
             self._metrics.increment(MetricNames.WORKER_SHED, 1, {"what": "late_turn"})
             self._room.send(late_turn_event(tid, waited_s))
+        elif not turn.late_told:  # in time so far: told as soon as it is late, not once it finally plays
+            turn.late_timer = asyncio.get_running_loop().call_later(
+                self.settings.turn_late_s - waited_s, self._tell_late, turn, time.monotonic() - waited_s
+            )
         self._room.set_agent_state("thinking")
         segment = new_id("agent")
         playout = turn.playout

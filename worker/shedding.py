@@ -11,7 +11,7 @@
 
 Every shed counts ``llmrtc_worker_shed_total`` with ``what`` = ``job`` (an offer declined), ``room`` (a
 room told and left), ``queued_turn`` (an utterance dropped from a full queue, ``turn_dropped`` to its
-speaker), ``late_turn`` (a turn starting more than ``TURN_LATE_S`` after the speech ended, ``turn_late`` to
+speaker), ``late_turn`` (a turn not heard ``TURN_LATE_S`` after the speech ended, ``turn_late`` to
 the room) or ``audio`` (audio the VAD could not keep up with, ``audio_dropped`` to its speaker).
 """
 
@@ -58,7 +58,8 @@ def busy_event() -> ErrorMsg:
 
 
 def late_turn_event(turn_id: str, waited_s: float) -> ErrorMsg:
-    """A turn starts ``waited_s`` after its speech ended (more than ``TURN_LATE_S``): it is answered, late."""
+    """Nothing of a turn was heard ``waited_s`` after its speech ended (more than ``TURN_LATE_S``): it is
+    answered, late."""
     return ErrorMsg(
         code="turn_late",
         message=f"Sorry for the wait ({waited_s:.0f} s): the agent is very busy.",

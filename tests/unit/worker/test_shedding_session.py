@@ -3,6 +3,7 @@ audio_dropped to the speaker whose audio the VAD could not keep up with."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from typing import Any
@@ -36,6 +37,38 @@ async def test_a_turn_whose_first_audio_is_late_is_announced(make_session: Any) 
     types = h.room.types()
     assert types.index("error") < types.index("tts_start")
     assert h.room.events("error")[0].code == "turn_late"
+
+
+async def test_a_turn_not_heard_in_time_is_announced_when_it_becomes_late_not_when_it_plays(
+    make_session: Any,
+) -> None:
+    # the first sentence takes ~2.5 s to stream; the person is told at TURN_LATE_S, while nothing plays yet
+    h = await make_session(
+        ["One two three four five six seven eight nine ten."], tokens_per_s=4.0, turn_late_s=0.5
+    )
+    h.join("alice", "Alice")
+    asked = time.monotonic()
+    h.session.on_data("alice", text("Count to ten."))
+    late = await h.room.wait_for(lambda e: e.type == "error", within=10)
+    told_after_s = time.monotonic() - asked
+    assert late.code == "turn_late" and "tts_start" not in h.room.types()
+    assert 0.4 < told_after_s < 1.5, told_after_s
+    end = await h.room.wait_for(lambda e: e.type == "turn_end", within=20)
+    assert end.outcome == "completed"
+    assert [e.code for e in h.room.events("error")] == ["turn_late"]  # once per turn, not again at playout
+
+
+async def test_a_cancelled_turn_is_not_announced_late_afterwards(make_session: Any) -> None:
+    h = await make_session(
+        ["One two three four five six seven eight nine ten."], tokens_per_s=4.0, turn_late_s=1.0
+    )
+    h.join("alice", "Alice")
+    h.session.on_data("alice", text("Count to ten."))
+    await h.room.wait_for(lambda e: e.type == "turn_start")
+    h.session._cancel_turn("barge_in", "alice")
+    await h.room.wait_for(lambda e: e.type == "turn_end")
+    await asyncio.sleep(1.3)
+    assert h.room.events("error") == []
 
 
 async def test_an_answer_in_time_gets_no_late_event(make_session: Any) -> None:

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import av
+from aioice import ice as _aioice
 from aiortc import MediaStreamTrack, RTCRtpReceiver
 from aiortc import rtcrtpreceiver as _aiortc_receiver
 from aiortc.codecs import get_decoder as _codecs_get_decoder
@@ -71,6 +72,24 @@ def uninstall_pass_through() -> None:
     _installs = max(0, _installs - 1)
     if _installs == 0:
         _aiortc_receiver.get_decoder = _original_get_decoder  # type: ignore[attr-defined]
+
+
+CONSENT_CHECKS_MISSED_ALLOWED = 24
+"""aioice closes a connection after this many consent checks in a row (one every ~5 s) got no answer."""
+
+
+def tolerate_late_consent_answers() -> None:
+    """Let a busy server keep its clients: a connection ends after ~2 minutes of unanswered consent checks,
+    not 30 s.
+
+    aioice (RFC 7675) checks consent every ~5 s with one request, no retransmission, and 0.5 s for the answer;
+    6 misses in a row close the connection. asyncio reads one datagram per socket per turn of the event loop,
+    so when the relay falls behind, the answer waits behind the media queued on the same socket, arrives
+    "late", and a healthy client is cut off after 30 s of lag (seen with the server's loop starved of CPU).
+    Consent is not what cleans up here: a client that goes away closes its signal connection, which ends
+    its session. Process-wide, like :func:`install_pass_through` (the server is the only aiortc user).
+    """
+    _aioice.CONSENT_FAILURES = max(_aioice.CONSENT_FAILURES, CONSENT_CHECKS_MISSED_ALLOWED)
 
 
 def is_vp8_keyframe(data: bytes) -> bool:

@@ -31,7 +31,11 @@ from collections.abc import Callable, Iterable
 from aiohttp import web
 
 from signalling.devserver.auth import Authenticator
-from signalling.devserver.media import install_pass_through, uninstall_pass_through
+from signalling.devserver.media import (
+    install_pass_through,
+    tolerate_late_consent_answers,
+    uninstall_pass_through,
+)
 from signalling.devserver.rooms import DEFAULT_DEPARTURE_TIMEOUT, DEFAULT_EMPTY_TIMEOUT, RoomManager
 from signalling.devserver.signal import CORS_HEADERS, SignalContext, add_signal_routes
 from signalling.devserver.twirp import add_server_api
@@ -124,6 +128,7 @@ class DevServer:
         if self._runner is not None:
             return
         install_pass_through()
+        tolerate_late_consent_answers()
         self._installed = True
         self._runner = web.AppRunner(self.app, handle_signals=False, access_log=None)
         await self._runner.setup()

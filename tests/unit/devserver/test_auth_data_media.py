@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import fractions
 import gzip
 import time
 
+import aioice
 import jwt
 import pytest
 from aiortc.jitterbuffer import JitterFrame
@@ -192,3 +194,41 @@ def test_decode_join_request(compress: bool) -> None:
 def test_decode_join_request_rejects_garbage(value: str) -> None:
     with pytest.raises(JoinRequestError):
         decode_join_request(value)
+
+
+async def _connected_ice_pair() -> tuple[aioice.Connection, aioice.Connection]:
+    a = aioice.Connection(ice_controlling=True, components=1, use_ipv4=True, use_ipv6=False)
+    b = aioice.Connection(ice_controlling=False, components=1, use_ipv4=True, use_ipv6=False)
+    await asyncio.gather(a.gather_candidates(), b.gather_candidates())
+    for local, remote in ((a, b), (b, a)):
+        for candidate in remote.local_candidates:
+            await local.add_remote_candidate(candidate)
+        await local.add_remote_candidate(None)
+        local.remote_username, local.remote_password = remote.local_username, remote.local_password
+    await asyncio.gather(a.connect(), b.connect())
+    return a, b
+
+
+@pytest.mark.parametrize("tolerant", [False, True])
+async def test_a_client_whose_consent_answers_come_late_is_kept_for_longer(
+    tolerant: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What a starved server sees as unanswered consent checks: 8 in a row close the connection with aioice's
+    6, not with the server's 24 (checks every 20 ms here instead of 5 s)."""
+    monkeypatch.setattr(aioice.ice, "CONSENT_INTERVAL", 0.02)
+    monkeypatch.setattr(aioice.stun, "RETRY_RTO", 0.01)
+    monkeypatch.setattr(aioice.ice, "CONSENT_FAILURES", aioice.ice.CONSENT_FAILURES)
+    if tolerant:
+        media.tolerate_late_consent_answers()
+    a, b = await _connected_ice_pair()
+    try:
+        monkeypatch.setattr(b, "request_received", lambda *args: None)  # b stops answering
+        await asyncio.sleep(8 * 0.035)
+        assert (a._query_consent_task is not None) is tolerant
+        if tolerant:  # the limit still holds, only later
+            checks = a._query_consent_task
+            assert checks is not None
+            await asyncio.wait_for(checks, 10)  # ends once 24 checks in a row went unanswered
+            assert a._query_consent_task is None
+    finally:
+        await asyncio.gather(a.close(), b.close())

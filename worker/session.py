@@ -922,6 +922,8 @@ class RoomSession:
         turn.late_timer = None
         if turn.late_told or turn.playout.started or self._turn is not turn or self._closed:
             return
+        if turn.task is None or turn.task.done() or turn.task.cancelling():
+            return  # ending (cancelled by a barge-in, say): it ends with its own event
         turn.late_told = True
         waited_s = time.monotonic() - since
         log.warning(

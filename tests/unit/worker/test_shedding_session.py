@@ -52,7 +52,7 @@ async def test_a_turn_not_heard_in_time_is_announced_when_it_becomes_late_not_wh
     late = await h.room.wait_for(lambda e: e.type == "error", within=10)
     told_after_s = time.monotonic() - asked
     assert late.code == "turn_late" and "tts_start" not in h.room.types()
-    assert 0.4 < told_after_s < 1.5, told_after_s
+    assert 0.4 < told_after_s < 2.0, told_after_s  # the answer plays ~2.5 s in
     end = await h.room.wait_for(lambda e: e.type == "turn_end", within=20)
     assert end.outcome == "completed"
     assert [e.code for e in h.room.events("error")] == ["turn_late"]  # once per turn, not again at playout

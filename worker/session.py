@@ -911,9 +911,7 @@ class RoomSession:
         waited_s = time.monotonic() - turn.ended_at
         self._metrics.timing(MetricNames.TURN_FIRST_AUDIO, waited_s * 1000)
         if not turn.late_told and waited_s > self.settings.turn_late_s:  # started in time, plays late
-            turn.late_told = True
-            self._metrics.increment(MetricNames.WORKER_SHED, 1, {"what": "late_turn"})
-            self._room.send(late_turn_event(turn.turn_id, waited_s))
+            self._announce_late(turn, waited_s)
         self._room.send(TTSStartMsg(turn_id=turn.turn_id))
         self._set_agent_speaking(True)
 
@@ -924,13 +922,13 @@ class RoomSession:
             return
         if turn.task is None or turn.task.done() or turn.task.cancelling():
             return  # ending (cancelled by a barge-in, say): it ends with its own event
+        self._announce_late(turn, time.monotonic() - since, "turn not heard %.1f s after the speech ended")
+
+    def _announce_late(self, turn: _Turn, waited_s: float, log_line: str | None = None) -> None:
+        """Tell the room (once per turn) that ``turn`` is late: ``turn_late``, counted as a shed."""
         turn.late_told = True
-        waited_s = time.monotonic() - since
-        log.warning(
-            "turn not heard %.1f s after the speech ended",
-            waited_s,
-            extra={"room": self._room_name, "turn": turn.turn_id},
-        )
+        if log_line is not None:
+            log.warning(log_line, waited_s, extra={"room": self._room_name, "turn": turn.turn_id})
         self._metrics.increment(MetricNames.WORKER_SHED, 1, {"what": "late_turn"})
         self._room.send(late_turn_event(turn.turn_id, waited_s))
 
@@ -971,10 +969,7 @@ class RoomSession:
         waited_s = time.monotonic() - max(first.at, self._free_since)
         turn.late_told = first.source == "greeting"
         if first.source != "greeting" and waited_s > self.settings.turn_late_s:  # late, and said so
-            turn.late_told = True
-            log.warning("turn starts %.1f s after the speech ended", waited_s, extra=extra)
-            self._metrics.increment(MetricNames.WORKER_SHED, 1, {"what": "late_turn"})
-            self._room.send(late_turn_event(tid, waited_s))
+            self._announce_late(turn, waited_s, "turn starts %.1f s after the speech ended")
         elif not turn.late_told:  # in time so far: told as soon as it is late, not once it finally plays
             turn.late_timer = asyncio.get_running_loop().call_later(
                 self.settings.turn_late_s - waited_s, self._tell_late, turn, time.monotonic() - waited_s

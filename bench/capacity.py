@@ -276,17 +276,29 @@ def _memory_mb(pid: int) -> tuple[float, float]:
     return rss / 2**20, pss / 2**20
 
 
-def _worker_load(port: int | None) -> float | None:
+def _worker_metrics(port: int | None, prefix: str) -> list[str]:
+    """The lines of the worker's ``/metrics`` starting with ``prefix`` (none when it does not answer)."""
     if port is None:
-        return None
+        return []
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as resp:
-            for line in resp.read().decode().splitlines():
-                if line.startswith("llmrtc_worker_load "):
-                    return float(line.split()[1])
+            return [line for line in resp.read().decode().splitlines() if line.startswith(prefix)]
     except OSError:
-        return None
-    return None
+        return []
+
+
+def _worker_load(port: int | None) -> float | None:
+    lines = _worker_metrics(port, "llmrtc_worker_load ")
+    return float(lines[0].split()[1]) if lines else None
+
+
+def _vad_windows(port: int | None) -> dict[str, float]:
+    """``llmrtc_vad_windows_total`` by its ``result`` label."""
+    out: dict[str, float] = {}
+    for line in _worker_metrics(port, "llmrtc_vad_windows_total{"):
+        labels, value = line.rsplit(" ", 1)
+        out[labels.split('result="', 1)[1].split('"', 1)[0]] = float(value)
+    return out
 
 
 # ------------------------------------------------------------------------------------------------ one run
@@ -317,6 +329,8 @@ class Run:
     """The worker process ended during the run (the livekit FFI panic, every room lost)."""
     stalled: bool = False
     """The worker's ``/metrics`` stopped answering for 5 s during the window (its stacks are in the logs)."""
+    vad_windows: dict[str, float] = field(default_factory=dict)
+    """llmrtc: ``llmrtc_vad_windows_total`` by result (``evaluated``, ``skipped``) at the end of the run."""
 
     @property
     def p50(self) -> float:
@@ -494,6 +508,7 @@ def run_once(
                         _dump_stacks(worker.pid, logs / f"stall-{system.replace('/', '_')}-n{n}-r{rep}.txt")
                 time.sleep(1.0)
             cpu1, t1 = tree_cpu_s(worker.pid), time.monotonic()
+            run.vad_windows = _vad_windows(metrics_port)
             if spy is not None:
                 try:
                     spy.wait(90)
@@ -612,6 +627,14 @@ def report(runs: list[Run]) -> str:
         "min/median/max over the repetitions (CPU and memory: of the runs whose worker did not crash); CPU: cores "
         "used by the worker's process tree / rooms it served."
     )
+    skipped = [
+        r.vad_windows.get("skipped", 0.0) / total for r in runs if (total := sum(r.vad_windows.values())) > 0
+    ]
+    if skipped:
+        lines.append(
+            f"llmrtc VAD windows scored as silence without a model call (VAD_SILENCE_FLOOR_DBFS): "
+            f"{_mmm([100 * x for x in skipped], '{:.0f}')} % of the windows judged (min/median/max over runs)."
+        )
     return "\n".join(lines)
 
 
@@ -669,7 +692,7 @@ def main() -> int:
                         f"p50={run.p50:.0f} p95={run.p95:.0f} answered={run.answered}/{run.utterances} "
                         f"missed={run.missed_announced}+{run.missed_silent} refused={run.rooms_without_agent} load={run.load_avg} "
                         f"wload={max(run.worker_load) if run.worker_load else '-'} crashed={run.crashed} "
-                        f"stalled={run.stalled} {run.error}",
+                        f"stalled={run.stalled} vad={run.vad_windows or '-'} {run.error}",
                         flush=True,
                     )
                     args.out.write_text(

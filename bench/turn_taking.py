@@ -105,6 +105,11 @@ SYSTEMS: dict[str, dict[str, str]] = {
         "PREEMPTIVE_GENERATION": "true",
         "TURN_TEXT_CHECK": "false",
     },
+    "smart-turn-no-floor": {  # every window to Silero, digital silence too (VAD_SILENCE_FLOOR_DBFS=off)
+        "TURN_DETECTION": "smart-turn",
+        "PREEMPTIVE_GENERATION": "true",
+        "VAD_SILENCE_FLOOR_DBFS": "off",
+    },
     "livekit": {"TURN_DETECTION": "livekit", "PREEMPTIVE_GENERATION": "true"},
     "lk-agents": {},
 }

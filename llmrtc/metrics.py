@@ -61,6 +61,9 @@ class MetricNames:
     """Counter: jobs refused or turns announced as not served because the worker was full (tag ``what``)."""
     VAD_LAG = "llmrtc.vad.lag_ms"
     """Timing: how far the VAD runs behind the audio it was given."""
+    VAD_WINDOWS = "llmrtc.vad.windows"
+    """Counter: 32 ms windows the VAD judged; tag ``result``: ``evaluated`` (by Silero) or ``skipped``
+    (below the silence floor, ``VAD_SILENCE_FLOOR_DBFS``)."""
     VISION_FRAMES = "llmrtc.vision.frames"
     """Counter: frames sent to the LLM or the vision provider (tag ``mode``)."""
 

@@ -92,6 +92,11 @@ class WorkerSettings(BaseSettings):
     vad_min_speech_ms: int = Field(default=250, ge=0, le=5000, validation_alias="VAD_MIN_SPEECH_MS")
     vad_min_silence_ms: int = Field(default=600, ge=50, le=10000, validation_alias="VAD_MIN_SILENCE_MS")
     vad_speech_pad_ms: int = Field(default=200, ge=0, le=2000, validation_alias="VAD_SPEECH_PAD_MS")
+    vad_silence_floor_dbfs: float | Literal["off"] = Field(
+        default=-64.0, validation_alias="VAD_SILENCE_FLOOR_DBFS"
+    )
+    """Audio whose peak stays below this (dBFS, -120..-20) scores as silence without running Silero (muted
+    and silent participants cost almost nothing); ``off``: every 32 ms window goes to the model."""
 
     turn_detection: TurnDetectionKind = Field(default="vad", validation_alias="TURN_DETECTION")
     """End of turn (docs/audio.md "End of turn"): ``vad`` (a fixed silence), ``smart-turn`` or ``livekit``."""
@@ -229,6 +234,13 @@ class WorkerSettings(BaseSettings):
         if scheme not in ("", "memory", "redis", "rediss", "unix"):
             raise ValueError("must be empty, 'memory' or a Redis URL such as redis://localhost:6379/0")
         return spec
+
+    @field_validator("vad_silence_floor_dbfs")
+    @classmethod
+    def _silence_floor(cls, value: float | str) -> float | str:
+        if value != "off" and not -120.0 <= float(value) <= -20.0:
+            raise ValueError("must be 'off' or a level in dBFS from -120 to -20 (default -64)")
+        return value
 
     @field_validator("mcp_servers")
     @classmethod

@@ -16,7 +16,7 @@ from llmrtc.audio.interruption import Interruption, OnsetRule
 from llmrtc.audio.listener import SpeechListener
 from llmrtc.audio.segmenter import SegmenterConfig, SpeechEnd, SpeechStart
 from llmrtc.audio.turn_detection import TurnDecision, TurnDetectionSettings, TurnEvent, TurnSegmenter
-from llmrtc.audio.vad import VADEngine
+from llmrtc.audio.vad import DEFAULT_SILENCE_FLOOR_DBFS, VADEngine, silence_peak
 from llmrtc.errors import AudioError
 from worker.config import WorkerSettings
 from worker.eot_livekit import register as register_livekit_eot
@@ -85,11 +85,17 @@ class ParticipantListener:
         turn: TurnDetectionSettings | None = None,
         stream_audio: bool = False,
         predict: bool = False,
+        silence_floor_dbfs: float | None = DEFAULT_SILENCE_FLOOR_DBFS,
     ) -> None:
         self.identity = identity
         self._callbacks = callbacks
         self._listener = SpeechListener(
-            sample_rate=16000, config=config, onset_rule=rule, engine=engine, name=f"vad-{identity}"
+            sample_rate=16000,
+            config=config,
+            onset_rule=rule,
+            engine=engine,
+            name=f"vad-{identity}",
+            silence_floor_dbfs=silence_floor_dbfs,
         )
         self._turn_events: list[tuple[TurnEvent, bytes]] = []
         self._segmenter: TurnSegmenter | None = None
@@ -200,6 +206,9 @@ class ListenerFactory:
         self._turn.policy(settings.vad_min_silence_ms)  # a bad TURN_* combination fails here, with its name
         self._stream_audio = settings.interim_transcripts
         self._predict = settings.preemptive_generation
+        floor = settings.vad_silence_floor_dbfs
+        self._silence_floor: float | None = None if floor == "off" else floor
+        silence_peak(self._silence_floor)  # a floor out of range fails here, not in the first room
 
     def __call__(self, identity: str, callbacks: SpeechCallbacks) -> ParticipantListener:
         return ParticipantListener(
@@ -211,6 +220,7 @@ class ListenerFactory:
             turn=self._turn,
             stream_audio=self._stream_audio,
             predict=self._predict,
+            silence_floor_dbfs=self._silence_floor,
         )
 
 

@@ -345,19 +345,36 @@ def current_load(metrics: MetricsAdapter | None = None) -> float:
     from llmrtc.audio.vad import _shared
 
     vad_ms: float | None = None
+    evaluated = skipped = 0
     for engine in list(_shared.values()):
         sched = engine._scheduler
         if sched is not None:
             vad_ms = max(vad_ms or 0.0, sched.take_max_lag_ms())
+        evaluated += engine.windows_evaluated
+        skipped += engine.windows_skipped
     sample = _MONITOR.sample(vad_ms)
     if metrics is None:
         from worker.observability import process_metrics
 
         metrics = process_metrics()
     metrics.gauge(MetricNames.WORKER_LOAD, sample.load)
+    _count_vad_windows(metrics, evaluated, skipped)
     if vad_ms is not None:
         metrics.timing(MetricNames.VAD_LAG, vad_ms)
     return sample.load
+
+
+_vad_counted: dict[int, tuple[int, int]] = {}  # per metrics sink: the engines' totals already counted
+
+
+def _count_vad_windows(metrics: MetricsAdapter, evaluated: int, skipped: int) -> None:
+    """Add the windows judged since the last sample to ``llmrtc_vad_windows_total`` (by ``result``)."""
+    before_eval, before_skip = _vad_counted.get(id(metrics), (0, 0))
+    _vad_counted[id(metrics)] = (evaluated, skipped)
+    if evaluated > before_eval:
+        metrics.increment(MetricNames.VAD_WINDOWS, evaluated - before_eval, {"result": "evaluated"})
+    if skipped > before_skip:
+        metrics.increment(MetricNames.VAD_WINDOWS, skipped - before_skip, {"result": "skipped"})
 
 
 def load_fnc() -> float:

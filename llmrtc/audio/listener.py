@@ -22,7 +22,7 @@ from collections.abc import AsyncIterable, AsyncIterator, Callable
 from llmrtc.audio.codec import Resampler
 from llmrtc.audio.interruption import Interruption, InterruptionDetector, OnsetRule
 from llmrtc.audio.segmenter import WINDOW_BYTES, Probability, Segmenter, SegmenterConfig, SegmenterEvent
-from llmrtc.audio.vad import VADEngine, VADRuntime, get_shared_engine
+from llmrtc.audio.vad import DEFAULT_SILENCE_FLOOR_DBFS, VADEngine, VADRuntime, get_shared_engine
 from llmrtc.errors import AudioError
 
 logger = logging.getLogger(__name__)
@@ -36,7 +36,9 @@ class SpeechListener:
     ``sample_rate`` is the rate of the PCM16 mono audio you push (resampled to 16 kHz inside). ``engine``
     defaults to the process-wide shared engine of ``runtime``. Probability events are only returned when
     ``emit_probabilities`` is set. ``batched=False`` evaluates on the calling thread instead of the
-    engine's shared batches (simplest for a single stream; same decisions).
+    engine's shared batches (simplest for a single stream; same decisions). Audio quieter than
+    ``silence_floor_dbfs`` scores as silence without a model call (:class:`~llmrtc.audio.vad.VADStream`;
+    ``None``: every window is evaluated).
     """
 
     def __init__(
@@ -51,12 +53,13 @@ class SpeechListener:
         emit_probabilities: bool = False,
         batched: bool = True,
         on_event: Callable[[ListenerEvent], None] | None = None,
+        silence_floor_dbfs: float | None = DEFAULT_SILENCE_FLOOR_DBFS,
     ) -> None:
         self.engine = engine or (get_shared_engine(runtime) if runtime else get_shared_engine())
         self.name = name
         self.sample_rate = sample_rate
         self._resampler = Resampler(sample_rate, 16_000)
-        self._vad = self.engine.open_stream(name)
+        self._vad = self.engine.open_stream(name, silence_floor_dbfs=silence_floor_dbfs)
         self.segmenter = Segmenter(config)
         self.detector = InterruptionDetector(onset_rule)
         self._emit_probabilities = emit_probabilities

@@ -5,6 +5,15 @@ state (``[2, 128]``) and the last 64 samples of the previous window (the *contex
 front of each window), so windows of many streams can be stacked into one ``[batch, 576]`` call and the state
 scattered back: the decisions are exactly those of evaluating each stream on its own.
 
+**Silent windows skip the model.** A window whose loudest sample is below the stream's silence floor
+(``silence_floor_dbfs``, default :data:`DEFAULT_SILENCE_FLOOR_DBFS`: -64 dBFS, an amplitude of 20 of 32768)
+scores 0 without a model call, and the stream's state becomes the one Silero reaches after 1.3 s of
+digital silence. Muted or silent participants, noise-suppressed microphones between words and the digital silence
+of a synthetic source then cost almost nothing; any audible sound is judged by the model as before. On
+speech padded with digital silence the decisions move by at most a few windows: the end of speech comes
+1-3 windows (32-96 ms) sooner, because Silero's score lingers over the silence after a word (measured on
+the speech fixtures; docs/audio.md "VAD"). ``silence_floor_dbfs=None`` evaluates every window.
+
 Two runtimes of the same model ship inside the ``silero-vad`` package:
 
 * ``"onnx"``: ``silero_vad.onnx`` on onnxruntime (no torch import; the default, fastest here),
@@ -52,6 +61,9 @@ WINDOW_BYTES = WINDOW_SAMPLES * 2
 WINDOW_S = WINDOW_SAMPLES / SAMPLE_RATE
 CONTEXT_SAMPLES = 64
 STATE_SHAPE = (2, 128)
+DEFAULT_SILENCE_FLOOR_DBFS = -64.0
+"""Windows quieter than this (their peak, in dB relative to full scale) score 0 without a model call."""
+_SETTLE_WINDOWS = 40  # a silent window leaves a stream in the state 1.3 s of digital silence would
 
 FloatArray = npt.NDArray[np.float32]
 
@@ -162,22 +174,49 @@ def pcm16_to_float(pcm: bytes | bytearray | memoryview) -> FloatArray:
 _stream_ids = itertools.count(1)
 
 
+def silence_peak(silence_floor_dbfs: float | None) -> float:
+    """The floor in PCM16 units (0 when there is none): a window whose peak is below it is silent."""
+    if silence_floor_dbfs is None:
+        return 0.0
+    if not -120.0 <= silence_floor_dbfs <= -20.0:
+        raise ConfigError(f"a VAD silence floor of {silence_floor_dbfs} dBFS is outside -120..-20")
+    return float(32768.0 * 10.0 ** (silence_floor_dbfs / 20.0))
+
+
+def _peaks(windows: npt.NDArray[Any]) -> npt.NDArray[Any]:
+    """Each window's largest absolute sample (int16 or float windows alike)."""
+    peaks: npt.NDArray[Any] = np.maximum(
+        windows.max(axis=1).astype(np.float32), -windows.min(axis=1).astype(np.float32)
+    )
+    return peaks
+
+
 class VADStream:
     """One audio stream's VAD state: recurrent state, context and not-yet-windowed samples.
 
     Feed 16 kHz mono PCM16 in pieces of any size; every complete 512-sample window gives one speech
     probability, in order. A stream is fed by one task at a time: do not call ``process`` and
-    ``process_sync`` on the same stream concurrently.
+    ``process_sync`` on the same stream concurrently. Windows quieter than ``silence_floor_dbfs`` score 0
+    without a model call (``None``: every window is evaluated; see the module docstring).
     """
 
-    def __init__(self, engine: VADEngine, name: str | None = None) -> None:
+    def __init__(
+        self,
+        engine: VADEngine,
+        name: str | None = None,
+        *,
+        silence_floor_dbfs: float | None = DEFAULT_SILENCE_FLOOR_DBFS,
+    ) -> None:
         self.engine = engine
         self.id = next(_stream_ids)
         self.name = name or f"vad-{self.id}"
+        self.silence_peak = silence_peak(silence_floor_dbfs)
         self.state: FloatArray = np.zeros((2, 128), dtype=np.float32)
         self.context: FloatArray = np.zeros(CONTEXT_SAMPLES, dtype=np.float32)
         self._pending = bytearray()
+        self._in_flight = 0
         self.windows_done = 0
+        self.windows_skipped = 0
         self.closed = False
 
     def reset(self) -> None:
@@ -213,9 +252,26 @@ class VADStream:
     async def process(self, pcm: bytes | bytearray | memoryview) -> list[float]:
         """Evaluate the complete windows in ``pcm`` in the engine's shared batches; one probability each."""
         windows = self.take_pcm_windows(pcm)  # converted to float in the batching thread, all at once
-        if len(windows) == 0:
+        n = len(windows)
+        if n == 0:
             return []
-        return await self.engine.scheduler.submit(self, windows)
+        if self.silence_peak and self._in_flight == 0 and bool((_peaks(windows) < self.silence_peak).all()):
+            # nothing audible and nothing of this stream queued ahead: no model call, no thread hand-off
+            self._settle_silent(windows[-1, -CONTEXT_SAMPLES:].astype(np.float32) / np.float32(32768.0), n)
+            return [0.0] * n
+        self._in_flight += 1
+        try:
+            return await self.engine.scheduler.submit(self, windows)
+        finally:
+            self._in_flight -= 1
+
+    def _settle_silent(self, context: FloatArray, windows: int) -> None:
+        """``windows`` silent windows went by (the last one ending in ``context``): Silero's silence state."""
+        self.state = self.engine.silent_state
+        self.context = context
+        self.windows_done += windows
+        self.windows_skipped += windows
+        self.engine.count_skipped(windows)
 
     def close(self) -> None:
         """Release the stream; pending batched work for it is dropped."""
@@ -246,15 +302,71 @@ class VADEngine:
         self._max_batch = max_batch
         self._tick_ms = tick_ms
         self._scheduler: BatchScheduler | None = None
+        self._silent_state: FloatArray | None = None
+        self._count_lock = threading.Lock()
+        self.windows_evaluated = 0
+        """Windows scored by the model so far."""
+        self.windows_skipped = 0
+        """Windows that scored 0 without a model call (below their stream's silence floor) so far."""
 
     @classmethod
     def load(cls, runtime: VADRuntime = DEFAULT_RUNTIME, **kwargs: Any) -> VADEngine:
-        """Load the model for ``runtime`` and wrap it in an engine."""
-        return cls(load_model(runtime), **kwargs)
+        """Load the model for ``runtime`` and wrap it in an engine (its silence state computed up front)."""
+        engine = cls(load_model(runtime), **kwargs)
+        engine.silent_state  # noqa: B018 - computed now, not on a stream's first silent window
+        return engine
 
-    def open_stream(self, name: str | None = None) -> VADStream:
-        """A new stream with fresh state."""
-        return VADStream(self, name)
+    def open_stream(
+        self, name: str | None = None, *, silence_floor_dbfs: float | None = DEFAULT_SILENCE_FLOOR_DBFS
+    ) -> VADStream:
+        """A new stream with fresh state (``silence_floor_dbfs``: see :class:`VADStream`)."""
+        return VADStream(self, name, silence_floor_dbfs=silence_floor_dbfs)
+
+    @property
+    def silent_state(self) -> FloatArray:
+        """The recurrent state Silero reaches after 1.3 s of digital silence, which a silent window leaves a
+        stream in (computed once, then shared: streams replace their state, never change it in place)."""
+        state = self._silent_state
+        if state is None:
+            x = np.zeros((1, CONTEXT_SAMPLES + WINDOW_SAMPLES), dtype=np.float32)
+            state = np.zeros((2, 1, 128), dtype=np.float32)
+            with self._lock:
+                for _ in range(_SETTLE_WINDOWS):
+                    _, state = self.model.infer(x, state)
+            state = np.ascontiguousarray(state[:, 0, :])
+            state.setflags(write=False)
+            self._silent_state = state
+        return state
+
+    def count_skipped(self, windows: int) -> None:
+        """Count ``windows`` that scored 0 without a model call (see :attr:`windows_skipped`)."""
+        with self._count_lock:
+            self.windows_skipped += windows
+
+    def evaluate(self, streams: Sequence[VADStream], windows: FloatArray) -> FloatArray:
+        """One window per stream (``windows[i]`` belongs to ``streams[i]``), in one model call.
+
+        Advances each stream's state and context; a stream may appear only once. A window below its
+        stream's silence floor scores 0 and is left out of the call.
+        """
+        n = len(streams)
+        if windows.shape != (n, WINDOW_SAMPLES):
+            raise AudioError(f"expected windows of shape ({n}, {WINDOW_SAMPLES}), got {windows.shape}")
+        if n == 0:
+            return np.zeros(0, dtype=np.float32)
+        floors = np.fromiter((s.silence_peak for s in streams), dtype=np.float32, count=n) / np.float32(
+            32768.0
+        )
+        silent = _peaks(windows) < floors
+        if not silent.any():
+            return self._infer(streams, windows)
+        probs = np.zeros(n, dtype=np.float32)
+        loud = np.flatnonzero(~silent)
+        if len(loud):
+            probs[loud] = self._infer([streams[int(i)] for i in loud], windows[loud])
+        for i in np.flatnonzero(silent):
+            streams[int(i)]._settle_silent(windows[i, -CONTEXT_SAMPLES:].copy(), 1)
+        return probs
 
     @property
     def scheduler(self) -> BatchScheduler:
@@ -267,16 +379,8 @@ class VADEngine:
                 self._scheduler = BatchScheduler(self, max_batch=self._max_batch, tick_ms=self._tick_ms)
             return self._scheduler
 
-    def evaluate(self, streams: Sequence[VADStream], windows: FloatArray) -> FloatArray:
-        """One window per stream (``windows[i]`` belongs to ``streams[i]``), in one model call.
-
-        Advances each stream's state and context; a stream may appear only once.
-        """
+    def _infer(self, streams: Sequence[VADStream], windows: FloatArray) -> FloatArray:
         n = len(streams)
-        if windows.shape != (n, WINDOW_SAMPLES):
-            raise AudioError(f"expected windows of shape ({n}, {WINDOW_SAMPLES}), got {windows.shape}")
-        if n == 0:
-            return np.zeros(0, dtype=np.float32)
         x = np.empty((n, CONTEXT_SAMPLES + WINDOW_SAMPLES), dtype=np.float32)
         x[:, :CONTEXT_SAMPLES] = np.stack([s.context for s in streams])
         x[:, CONTEXT_SAMPLES:] = windows
@@ -294,6 +398,8 @@ class VADEngine:
             s.state = st
             s.context = ctx
             s.windows_done += 1
+        with self._count_lock:
+            self.windows_evaluated += n
         return probs
 
     def process_many(self, items: Sequence[tuple[VADStream, bytes]]) -> list[list[float]]:

@@ -8,7 +8,8 @@ import threading
 import numpy as np
 import pytest
 
-from llmrtc.audio.vad import VADEngine, get_shared_engine, load_model
+from llmrtc.audio.segmenter import Segmenter, SegmenterConfig, SpeechEnd, SpeechStart
+from llmrtc.audio.vad import DEFAULT_SILENCE_FLOOR_DBFS, VADEngine, get_shared_engine, load_model
 from llmrtc.errors import AudioError, ConfigError
 
 from .conftest import load_pcm
@@ -126,7 +127,7 @@ def test_event_loops_in_several_threads_share_one_engine() -> None:
 
 async def test_closing_the_engine_fails_waiting_callers() -> None:
     engine = VADEngine.load("onnx", tick_ms=200.0)  # keep work queued long enough to close under it
-    stream = engine.open_stream()
+    stream = engine.open_stream(silence_floor_dbfs=None)  # digital silence goes to the model too
     task = asyncio.create_task(stream.process(b"\x00" * 1024 * 4))
     await asyncio.sleep(0.02)
     engine.close()
@@ -137,3 +138,83 @@ async def test_closing_the_engine_fails_waiting_callers() -> None:
     s.process_sync(b"\x00" * 1024)
     s.close()
     assert sync_only._scheduler is None  # sync use never starts the batching thread
+
+
+# ------------------------------------------------------------------------------------------ silence floor
+
+
+def _padded(name: str, noise: float = 0.0) -> bytes:
+    """``name`` between 2 s stretches of digital silence, twice, with Gaussian noise of ``noise`` (PCM16)."""
+    speech = np.frombuffer(load_pcm(name)[0], dtype="<i2")
+    quiet = np.zeros(32000, dtype=np.int16)
+    sig = np.concatenate([quiet, speech, quiet, speech, quiet]).astype(np.float64)
+    if noise:
+        sig += np.random.default_rng(7).normal(0.0, noise, len(sig))
+    return np.clip(np.round(sig), -32768, 32767).astype("<i2").tobytes()
+
+
+def _bounds(probs: list[float], pcm: bytes) -> list[tuple[str, int]]:
+    seg = Segmenter(SegmenterConfig(min_speech_ms=250, pre_roll_ms=200, post_roll_ms=200, max_silence_ms=600))
+    out: list[tuple[str, int]] = []
+    for i, p in enumerate(probs):
+        for ev in seg.push(p, pcm[i * 1024 : (i + 1) * 1024]):
+            if isinstance(ev, SpeechStart | SpeechEnd):
+                out.append((type(ev).__name__, i))
+    return out
+
+
+@pytest.mark.parametrize("name", ["capital_16k", "multi_16k", "hello_16k"])
+def test_silent_windows_skip_the_model_and_keep_the_decisions(onnx_engine: VADEngine, name: str) -> None:
+    pcm = _padded(name)
+    every = onnx_engine.open_stream(silence_floor_dbfs=None)
+    want = every.process_sync(pcm)
+    evaluated = onnx_engine.windows_evaluated
+    gated = onnx_engine.open_stream()
+    got = gated.process_sync(pcm)
+    assert len(got) == len(want)
+    # most of the clip is digital silence: those windows never reached the model, and scored 0
+    assert gated.windows_skipped > len(got) / 3
+    assert onnx_engine.windows_evaluated - evaluated == len(got) - gated.windows_skipped
+    assert sum(p == 0.0 for p in got) >= gated.windows_skipped
+    # the same utterances, each starting within 3 windows and ending 0-3 windows (<= 96 ms) sooner
+    a, b = _bounds(want, pcm), _bounds(got, pcm)
+    assert [kind for kind, _ in a] == [kind for kind, _ in b] and len(a) >= 4
+    for (kind, i), (_, j) in zip(a, b, strict=True):
+        if kind == "SpeechStart":
+            assert abs(j - i) <= 3, (a, b)
+        else:
+            assert -3 <= j - i <= 0, (a, b)
+
+
+def test_a_noise_floor_above_the_threshold_is_evaluated_as_before(onnx_engine: VADEngine) -> None:
+    pcm = _padded("capital_16k", noise=30.0)  # about -60 dBFS of hiss, peaks near -50 dBFS: audible
+    want = onnx_engine.open_stream(silence_floor_dbfs=None).process_sync(pcm)
+    gated = onnx_engine.open_stream()
+    assert gated.process_sync(pcm) == want
+    assert gated.windows_skipped == 0
+
+
+async def test_silence_is_answered_without_the_batching_thread(onnx_engine: VADEngine) -> None:
+    stream = onnx_engine.open_stream()
+    calls, windows = onnx_engine.scheduler.calls, onnx_engine.scheduler.windows
+    quiet = (np.random.default_rng(1).normal(0.0, 3.0, 16000).astype("<i2")).tobytes()  # peaks ~ -70 dBFS
+    got: list[float] = []
+    for k in range(0, len(quiet), 1024):
+        got += await stream.process(quiet[k : k + 1024])
+    assert got == [0.0] * (16000 // 512)
+    assert (onnx_engine.scheduler.calls, onnx_engine.scheduler.windows) == (calls, windows)
+    # sound after the silence goes to the model again, from Silero's state after silence
+    speech, _ = load_pcm("capital_16k")
+    probs = await stream.process(speech)
+    assert max(probs) > 0.9
+    assert onnx_engine.scheduler.windows - windows >= len(probs) - stream.windows_skipped
+
+
+def test_the_silence_floor_is_checked() -> None:
+    engine = get_shared_engine("onnx")
+    with pytest.raises(ConfigError):
+        engine.open_stream(silence_floor_dbfs=-10.0)
+    with pytest.raises(ConfigError):
+        engine.open_stream(silence_floor_dbfs=-200.0)
+    assert DEFAULT_SILENCE_FLOOR_DBFS == -64.0
+    assert engine.open_stream().silence_peak == pytest.approx(20.6, abs=0.1)

@@ -235,3 +235,25 @@ def test_the_machine_share_is_read_from_the_usable_cores() -> None:
     share = REAL_BUSY_SHARE(cpu)
     assert share is not None
     assert 0.9 / load_mod._usable_cores() / 2 < share <= 1.0  # at least about this thread's core
+
+
+def test_vad_windows_are_counted_evaluated_and_skipped() -> None:
+    """``llmrtc_vad_windows_total{result=...}``: what the shared VAD engine judged, by Silero or as silence."""
+    from llmrtc.audio.vad import get_shared_engine
+    from llmrtc.metrics import InMemoryMetrics
+
+    engine = get_shared_engine()
+    metrics = InMemoryMetrics()
+    current_load(metrics)
+    eval0 = metrics.counter("llmrtc.vad.windows", {"result": "evaluated"})
+    skip0 = metrics.counter("llmrtc.vad.windows", {"result": "skipped"})
+    stream = engine.open_stream()
+    quiet = b"\x00" * 1024 * 5
+    loud = (b"\x00\x40" + b"\x00\xc0") * 256 * 3  # a loud square wave: audible
+    stream.process_sync(quiet + loud)
+    current_load(metrics)
+    assert metrics.counter("llmrtc.vad.windows", {"result": "skipped"}) - skip0 >= 5
+    assert metrics.counter("llmrtc.vad.windows", {"result": "evaluated"}) - eval0 >= 3
+    prom = PrometheusMetrics()
+    current_load(prom)
+    assert b'llmrtc_vad_windows_total{result="skipped"}' in prom.render()

@@ -7,12 +7,13 @@ scattered back: the decisions are exactly those of evaluating each stream on its
 
 **Silent windows skip the model.** A window whose loudest sample is below the stream's silence floor
 (``silence_floor_dbfs``, default :data:`DEFAULT_SILENCE_FLOOR_DBFS`: -64 dBFS, an amplitude of 20 of 32768)
-scores 0 without a model call, and the stream's state becomes the one Silero reaches after 1.3 s of
-digital silence. Muted or silent participants, noise-suppressed microphones between words and the digital silence
-of a synthetic source then cost almost nothing; any audible sound is judged by the model as before. On
-speech padded with digital silence the decisions move by at most a few windows: the end of speech comes
-1-3 windows (32-96 ms) sooner, because Silero's score lingers over the silence after a word (measured on
-the speech fixtures; docs/audio.md "VAD"). ``silence_floor_dbfs=None`` evaluates every window.
+scores 0 without a model call once Silero has judged the silence itself (the stream's latest score below
+:data:`SKIP_BELOW`), and the stream's state becomes the one Silero reaches after 1.3 s of digital silence.
+Muted or silent participants, noise-suppressed microphones between words and the digital silence of a
+synthetic source then cost almost nothing; any audible sound is judged by the model as before, and so are
+the windows over which Silero's score decays after a word, so utterances end where they did (on the speech
+fixtures padded with digital silence: the same utterances, each boundary within a window or two, a soft
+onset within four; docs/audio.md "VAD"). ``silence_floor_dbfs=None`` evaluates every window.
 
 Two runtimes of the same model ship inside the ``silero-vad`` package:
 
@@ -63,6 +64,9 @@ CONTEXT_SAMPLES = 64
 STATE_SHAPE = (2, 128)
 DEFAULT_SILENCE_FLOOR_DBFS = -64.0
 """Windows quieter than this (their peak, in dB relative to full scale) score 0 without a model call."""
+SKIP_BELOW = 0.1
+"""A silent window skips the model only while the stream's latest score is below this: the few windows
+over which Silero's score decays after speech still go to the model, so utterances end where they did."""
 _SETTLE_WINDOWS = 40  # a silent window leaves a stream in the state 1.3 s of digital silence would
 
 FloatArray = npt.NDArray[np.float32]
@@ -217,6 +221,9 @@ class VADStream:
         self._in_flight = 0
         self.windows_done = 0
         self.windows_skipped = 0
+        self.last_probability = 0.0
+        """The latest window's score (0 before the first): a silent window skips the model only below
+        :data:`SKIP_BELOW`, once Silero itself has judged the silence."""
         self.closed = False
 
     def reset(self) -> None:
@@ -255,7 +262,12 @@ class VADStream:
         n = len(windows)
         if n == 0:
             return []
-        if self.silence_peak and self._in_flight == 0 and bool((_peaks(windows) < self.silence_peak).all()):
+        if (
+            self.silence_peak
+            and self._in_flight == 0
+            and self.last_probability < SKIP_BELOW
+            and bool((_peaks(windows) < self.silence_peak).all())
+        ):
             # nothing audible and nothing of this stream queued ahead: no model call, no thread hand-off
             self._settle_silent(windows[-1, -CONTEXT_SAMPLES:].astype(np.float32) / np.float32(32768.0), n)
             return [0.0] * n
@@ -269,6 +281,7 @@ class VADStream:
         """``windows`` silent windows went by (the last one ending in ``context``): Silero's silence state."""
         self.state = self.engine.silent_state
         self.context = context
+        self.last_probability = 0.0
         self.windows_done += windows
         self.windows_skipped += windows
         self.engine.count_skipped(windows)
@@ -357,7 +370,8 @@ class VADEngine:
         floors = np.fromiter((s.silence_peak for s in streams), dtype=np.float32, count=n) / np.float32(
             32768.0
         )
-        silent = _peaks(windows) < floors
+        settled = np.fromiter((s.last_probability < SKIP_BELOW for s in streams), dtype=bool, count=n)
+        silent = (_peaks(windows) < floors) & settled
         if not silent.any():
             return self._infer(streams, windows)
         probs = np.zeros(n, dtype=np.float32)
@@ -394,9 +408,12 @@ class VADEngine:
         # per-stream rows of two fresh arrays (views: no per-stream copies)
         states = np.ascontiguousarray(new_state.transpose(1, 0, 2))
         contexts = x[:, -CONTEXT_SAMPLES:].copy()
-        for s, st, ctx in zip(streams, states, contexts, strict=True):
+        for s, st, ctx, p in zip(
+            streams, states, contexts, np.asarray(probs, dtype=np.float32).reshape(-1).tolist(), strict=True
+        ):
             s.state = st
             s.context = ctx
+            s.last_probability = p
             s.windows_done += 1
         with self._count_lock:
             self.windows_evaluated += n

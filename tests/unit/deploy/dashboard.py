@@ -35,6 +35,7 @@ EXPORTED_FAMILIES: frozenset[str] = frozenset(
         "llmrtc_llm_tokens_total",
         "llmrtc_tts_characters_total",
         "llmrtc_stt_audio_seconds_total",
+        "llmrtc_vad_windows_total",
         # gauges
         "llmrtc_worker_rooms",
         "llmrtc_worker_humans",

@@ -64,6 +64,8 @@ def record_a_second_of_work(metrics: PrometheusMetrics, rng: random.Random) -> N
         metrics.increment(MetricNames.TTS_CHARACTERS, rng.randint(40, 160), {"provider": "openai"})
         metrics.increment(MetricNames.STT_AUDIO_SECONDS, rng.uniform(1, 4), {"provider": "openai"})
         metrics.timing(MetricNames.VAD_LAG, rng.uniform(1, 20))
+        metrics.increment(MetricNames.VAD_WINDOWS, rng.randint(5, 31), {"result": "evaluated"})
+        metrics.increment(MetricNames.VAD_WINDOWS, rng.randint(0, 26), {"result": "skipped"})
     metrics.increment(MetricNames.INTERRUPTIONS)
     metrics.increment(MetricNames.ERRORS, 1, {"component": "llm", "code": "timeout"})
     metrics.increment(MetricNames.WORKER_SHED, 1, {"what": "job"})

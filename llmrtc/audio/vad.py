@@ -12,8 +12,8 @@ scores 0 without a model call once Silero has judged the silence itself (the str
 Muted or silent participants, noise-suppressed microphones between words and the digital silence of a
 synthetic source then cost almost nothing; any audible sound is judged by the model as before, and so are
 the windows over which Silero's score decays after a word, so utterances end where they did (on the speech
-fixtures padded with digital silence: the same utterances, each boundary within a window or two, a soft
-onset within four; docs/audio.md "VAD"). ``silence_floor_dbfs=None`` evaluates every window.
+fixtures padded with digital silence: the same utterances, each ending within a window and starting
+within two; docs/audio.md "VAD"). ``silence_floor_dbfs=None`` evaluates every window.
 
 Two runtimes of the same model ship inside the ``silero-vad`` package:
 
@@ -230,6 +230,7 @@ class VADStream:
         """Forget the recurrent state and any buffered samples (a new, unrelated recording follows)."""
         self.state = np.zeros((2, 128), dtype=np.float32)
         self.context = np.zeros(CONTEXT_SAMPLES, dtype=np.float32)
+        self.last_probability = 0.0
         self._pending.clear()
 
     def take_pcm_windows(self, pcm: bytes | bytearray | memoryview) -> npt.NDArray[np.int16]:

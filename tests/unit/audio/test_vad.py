@@ -86,7 +86,12 @@ def test_reset_restores_fresh_state(onnx_engine: VADEngine) -> None:
     pcm, _ = load_pcm("hello_16k")
     stream = onnx_engine.open_stream()
     first = stream.process_sync(pcm)
+    speech, _ = load_pcm("capital_16k")
+    loudest = int(np.argmax(onnx_engine.open_stream().process_sync(speech)))
+    stream.process_sync(speech[: (loudest + 1) * 1024])  # stops mid-word: the latest score is high
+    assert stream.last_probability > 0.5
     stream.reset()
+    assert stream.last_probability == 0.0
     assert stream.process_sync(pcm) == first
 
 

@@ -2,7 +2,8 @@
 
 One worker (``METRICS_PORT``) in a real room serves a spoken turn, a typed turn, a turn stopped mid-answer
 (an interruption), a turn whose LLM fails (an error), and typed turns beyond ``MAX_QUEUED_TURNS`` (shed):
-then every series the dashboard's panels query must be in its ``/metrics``.
+then every series the dashboard's panels query must be in its ``/metrics``, and the VAD must have judged
+Alice's speech with Silero and skipped her silence.
 """
 
 from __future__ import annotations
@@ -100,10 +101,18 @@ async def test_every_dashboard_series_is_exported(
         fake.clear()
 
         await asyncio.sleep(1.0)  # the load gauge is sampled periodically
-        scraped = scrape_sample_names(await asyncio.to_thread(_scrape, _port(worker)))
+        text = await asyncio.to_thread(_scrape, _port(worker))
+        scraped = scrape_sample_names(text)
         wanted = dashboard_metric_names()
         missing = sorted(wanted - scraped)
         assert not missing, f"the dashboard queries series the worker does not export: {missing}"
+        # Alice's speech went to Silero; her silence around it (VAD_SILENCE_FLOOR_DBFS) did not
+        windows = {
+            line.split('result="', 1)[1].split('"', 1)[0]: float(line.rsplit(" ", 1)[1])
+            for line in text.splitlines()
+            if line.startswith("llmrtc_vad_windows_total{")
+        }
+        assert windows.get("evaluated", 0) > 0 and windows.get("skipped", 0) > 0, windows
     finally:
         if alice is not None:
             await alice.leave()
